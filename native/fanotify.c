@@ -1,0 +1,994 @@
+/*
+ * fanotify N-API addon: syscalls and fd plumbing only (no policy, no parsing).
+ *
+ * Every failing syscall throws an Error with message "CODE: strerror, syscall"
+ * and properties code (errno name), errno (positive number) and syscall.
+ * Bad argument types throw TypeError; out-of-range sizes throw RangeError.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <node_api.h>
+#include <uv.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* ---- constants the (old) system headers may lack ---------------------- */
+
+#ifndef SYS_fanotify_init
+#define SYS_fanotify_init 300
+#endif
+#ifndef SYS_fanotify_mark
+#define SYS_fanotify_mark 301
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef MAX_HANDLE_SZ
+#define MAX_HANDLE_SZ 128
+#endif
+#ifndef AT_FDCWD
+#define AT_FDCWD -100
+#endif
+#ifndef AT_SYMLINK_FOLLOW
+#define AT_SYMLINK_FOLLOW 0x400
+#endif
+#ifndef AT_EMPTY_PATH
+#define AT_EMPTY_PATH 0x1000
+#endif
+#ifndef AT_HANDLE_FID
+#define AT_HANDLE_FID 0x200
+#endif
+#ifndef O_PATH
+#define O_PATH 010000000
+#endif
+#ifndef FALLOC_FL_KEEP_SIZE
+#define FALLOC_FL_KEEP_SIZE 0x01
+#endif
+#ifndef FALLOC_FL_PUNCH_HOLE
+#define FALLOC_FL_PUNCH_HOLE 0x02
+#endif
+#ifndef F_SETLEASE
+#define F_SETLEASE 1024
+#endif
+#ifndef F_GETLEASE
+#define F_GETLEASE 1025
+#endif
+#ifndef MSG_CMSG_CLOEXEC
+#define MSG_CMSG_CLOEXEC 0x40000000
+#endif
+
+/* Largest read buffer startReader accepts (1 GiB). */
+#define READER_MAX_BUFFER (1u << 30)
+/* Reads per poll wakeup, so one busy group cannot starve the loop. */
+#define READER_MAX_READS 64
+/* fds accepted in one recvmsg; extras beyond the first are closed. */
+#define RECV_MAX_FDS 32
+
+/* Layout-compatible with struct file_handle, with room for MAX_HANDLE_SZ. */
+struct handle_buf {
+  unsigned int handle_bytes;
+  int handle_type;
+  unsigned char f_handle[MAX_HANDLE_SZ];
+};
+
+/* ---- errors ------------------------------------------------------------ */
+
+#define ERRNO_NAMES(X)                                                        \
+  X(EPERM) X(ENOENT) X(ESRCH) X(EINTR) X(EIO) X(ENXIO) X(E2BIG) X(ENOEXEC)  \
+  X(EBADF) X(ECHILD) X(EAGAIN) X(ENOMEM) X(EACCES) X(EFAULT) X(ENOTBLK)     \
+  X(EBUSY) X(EEXIST) X(EXDEV) X(ENODEV) X(ENOTDIR) X(EISDIR) X(EINVAL)      \
+  X(ENFILE) X(EMFILE) X(ENOTTY) X(ETXTBSY) X(EFBIG) X(ENOSPC) X(ESPIPE)     \
+  X(EROFS) X(EMLINK) X(EPIPE) X(EDOM) X(ERANGE) X(EDEADLK)                  \
+  X(ENAMETOOLONG) X(ENOLCK) X(ENOSYS) X(ENOTEMPTY) X(ELOOP) X(ENOMSG)       \
+  X(EIDRM) X(ENODATA) X(ETIME) X(ENOLINK) X(EPROTO) X(EBADMSG)              \
+  X(EOVERFLOW) X(EBADFD) X(EILSEQ) X(EUSERS) X(ENOTSOCK) X(EDESTADDRREQ)    \
+  X(EMSGSIZE) X(EPROTOTYPE) X(ENOPROTOOPT) X(EPROTONOSUPPORT)               \
+  X(ESOCKTNOSUPPORT) X(EOPNOTSUPP) X(EPFNOSUPPORT) X(EAFNOSUPPORT)          \
+  X(EADDRINUSE) X(EADDRNOTAVAIL) X(ENETDOWN) X(ENETUNREACH) X(ENETRESET)    \
+  X(ECONNABORTED) X(ECONNRESET) X(ENOBUFS) X(EISCONN) X(ENOTCONN)           \
+  X(ESHUTDOWN) X(ETIMEDOUT) X(ECONNREFUSED) X(EHOSTDOWN) X(EHOSTUNREACH)    \
+  X(EALREADY) X(EINPROGRESS) X(ESTALE) X(EDQUOT) X(ECANCELED)               \
+  X(EOWNERDEAD) X(ENOTRECOVERABLE) X(ENOMEDIUM) X(EMEDIUMTYPE) X(ENOKEY)    \
+  X(EKEYEXPIRED) X(EKEYREVOKED) X(EKEYREJECTED) X(ERFKILL) X(EHWPOISON)
+
+static const char *errno_name(int err, char *scratch, size_t n) {
+  switch (err) {
+#define ERRNO_CASE(name) \
+  case name:             \
+    return #name;
+    ERRNO_NAMES(ERRNO_CASE)
+#undef ERRNO_CASE
+    default:
+      snprintf(scratch, n, "E%d", err);
+      return scratch;
+  }
+}
+
+/* Builds (does not throw) an errno Error. Returns NULL if even that failed. */
+static napi_value make_errno_error(napi_env env, int err, const char *syscall_name) {
+  char scratch[32];
+  char strbuf[128];
+  char msg[320];
+  const char *code = errno_name(err, scratch, sizeof scratch);
+  const char *desc = strerror_r(err, strbuf, sizeof strbuf);
+  snprintf(msg, sizeof msg, "%s: %s, %s", code, desc, syscall_name);
+
+  napi_value jcode, jmsg, jerrno, jsyscall, error;
+  if (napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &jcode) != napi_ok ||
+      napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &jmsg) != napi_ok ||
+      napi_create_int32(env, err, &jerrno) != napi_ok ||
+      napi_create_string_utf8(env, syscall_name, NAPI_AUTO_LENGTH, &jsyscall) != napi_ok ||
+      napi_create_error(env, jcode, jmsg, &error) != napi_ok)
+    return NULL;
+  napi_set_named_property(env, error, "errno", jerrno);
+  napi_set_named_property(env, error, "syscall", jsyscall);
+  return error;
+}
+
+/* Throws an errno Error; always returns NULL so callers can `return throw_errno(...)`. */
+static napi_value throw_errno(napi_env env, int err, const char *syscall_name) {
+  napi_value error = make_errno_error(env, err, syscall_name);
+  if (error != NULL) {
+    napi_throw(env, error);
+  } else {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (!pending) napi_throw_error(env, NULL, syscall_name);
+  }
+  return NULL;
+}
+
+static napi_value throw_type(napi_env env, const char *name, const char *what) {
+  char msg[160];
+  snprintf(msg, sizeof msg, "The \"%s\" argument must be %s", name, what);
+  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+  return NULL;
+}
+
+static napi_value throw_range(napi_env env, const char *name, const char *what) {
+  char msg[160];
+  snprintf(msg, sizeof msg, "The value of \"%s\" is out of range. It must be %s", name, what);
+  napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
+  return NULL;
+}
+
+/* Throws a generic Error for a failed N-API call unless one is already pending. */
+static napi_value throw_napi(napi_env env) {
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (!pending) {
+    const napi_extended_error_info *info = NULL;
+    napi_get_last_error_info(env, &info);
+    napi_throw_error(env, NULL,
+                     info && info->error_message ? info->error_message : "N-API call failed");
+  }
+  return NULL;
+}
+
+#define NAPI_OK(env, call) \
+  do {                     \
+    if ((call) != napi_ok) return throw_napi(env); \
+  } while (0)
+
+/* ---- argument helpers -------------------------------------------------- */
+
+static bool get_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv) {
+  size_t argc = n;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+    throw_napi(env);
+    return false;
+  }
+  return true; /* missing arguments are filled with undefined */
+}
+
+static bool arg_number(napi_env env, napi_value v, const char *name, double *out) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number ||
+      napi_get_value_double(env, v, out) != napi_ok) {
+    throw_type(env, name, "of type number");
+    return false;
+  }
+  if (!isfinite(*out) || *out != trunc(*out)) {
+    throw_type(env, name, "an integer");
+    return false;
+  }
+  return true;
+}
+
+static bool arg_int32(napi_env env, napi_value v, const char *name, int32_t *out) {
+  double d;
+  if (!arg_number(env, v, name, &d)) return false;
+  if (d < INT32_MIN || d > INT32_MAX) {
+    throw_range(env, name, "an int32");
+    return false;
+  }
+  *out = (int32_t)d;
+  return true;
+}
+
+/* Flags: accepts [-2^31, 2^32) so results of JS bitwise ops (signed) work. */
+static bool arg_uint32(napi_env env, napi_value v, const char *name, uint32_t *out) {
+  double d;
+  if (!arg_number(env, v, name, &d)) return false;
+  if (d < INT32_MIN || d > UINT32_MAX) {
+    throw_range(env, name, "a 32-bit flag word");
+    return false;
+  }
+  *out = d < 0 ? (uint32_t)(int32_t)d : (uint32_t)d;
+  return true;
+}
+
+static bool arg_int64(napi_env env, napi_value v, const char *name, int64_t *out) {
+  double d;
+  if (!arg_number(env, v, name, &d)) return false;
+  if (d < -9007199254740992.0 || d > 9007199254740992.0) {
+    throw_range(env, name, "a safe integer");
+    return false;
+  }
+  *out = (int64_t)d;
+  return true;
+}
+
+/* 64-bit mask: number in [-2^31, 2^53] (negatives are int32 bit patterns) or bigint. */
+static bool arg_mask(napi_env env, napi_value v, const char *name, uint64_t *out) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok) {
+    throw_napi(env);
+    return false;
+  }
+  if (t == napi_bigint) {
+    bool lossless = false;
+    if (napi_get_value_bigint_uint64(env, v, out, &lossless) != napi_ok || !lossless) {
+      throw_range(env, name, "a 64-bit unsigned value");
+      return false;
+    }
+    return true;
+  }
+  double d;
+  if (!arg_number(env, v, name, &d)) return false;
+  if (d < INT32_MIN || d > 9007199254740992.0) {
+    throw_range(env, name, "between 0 and 2^53");
+    return false;
+  }
+  *out = d < 0 ? (uint64_t)(uint32_t)(int32_t)d : (uint64_t)d;
+  return true;
+}
+
+/*
+ * String argument → C string. Uses `stackbuf` when it fits, else malloc.
+ * When `nullable`, null/undefined give *out = NULL. Free with free_path().
+ */
+static bool arg_path(napi_env env, napi_value v, const char *name, bool nullable,
+                     char *stackbuf, size_t stacksize, char **out) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok) {
+    throw_napi(env);
+    return false;
+  }
+  if (nullable && (t == napi_null || t == napi_undefined)) {
+    *out = NULL;
+    return true;
+  }
+  if (t != napi_string) {
+    throw_type(env, name, nullable ? "of type string or null" : "of type string");
+    return false;
+  }
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) {
+    throw_napi(env);
+    return false;
+  }
+  char *buf = stackbuf;
+  if (len + 1 > stacksize) {
+    buf = malloc(len + 1);
+    if (buf == NULL) {
+      throw_errno(env, ENOMEM, "malloc");
+      return false;
+    }
+  }
+  size_t got = 0;
+  if (napi_get_value_string_utf8(env, v, buf, len + 1, &got) != napi_ok) {
+    if (buf != stackbuf) free(buf);
+    throw_napi(env);
+    return false;
+  }
+  if (strlen(buf) != got) {
+    if (buf != stackbuf) free(buf);
+    throw_type(env, name, "a string without null bytes");
+    return false;
+  }
+  *out = buf;
+  return true;
+}
+
+static void free_path(char *p, char *stackbuf) {
+  if (p != NULL && p != stackbuf) free(p);
+}
+
+static bool arg_buffer(napi_env env, napi_value v, const char *name, void **data, size_t *len) {
+  bool is_buffer = false;
+  if (napi_is_buffer(env, v, &is_buffer) != napi_ok || !is_buffer ||
+      napi_get_buffer_info(env, v, data, len) != napi_ok) {
+    throw_type(env, name, "a Buffer or Uint8Array");
+    return false;
+  }
+  return true;
+}
+
+static bool arg_function(napi_env env, napi_value v, const char *name) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_function) {
+    throw_type(env, name, "of type function");
+    return false;
+  }
+  return true;
+}
+
+static napi_value make_int(napi_env env, int64_t n) {
+  napi_value v;
+  if (napi_create_int64(env, n, &v) != napi_ok) return throw_napi(env);
+  return v;
+}
+
+static napi_value make_undefined(napi_env env) {
+  napi_value v;
+  napi_get_undefined(env, &v);
+  return v;
+}
+
+static bool set_int(napi_env env, napi_value obj, const char *key, int64_t n) {
+  napi_value v;
+  return napi_create_int64(env, n, &v) == napi_ok &&
+         napi_set_named_property(env, obj, key, v) == napi_ok;
+}
+
+/* ---- fanotify_init / fanotify_mark ------------------------------------- */
+
+static napi_value js_init(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  uint32_t flags, event_f_flags;
+  if (!get_args(env, info, 2, argv) || !arg_uint32(env, argv[0], "flags", &flags) ||
+      !arg_uint32(env, argv[1], "eventFFlags", &event_f_flags))
+    return NULL;
+  long fd = syscall(SYS_fanotify_init, flags, event_f_flags);
+  if (fd < 0) return throw_errno(env, errno, "fanotify_init");
+  return make_int(env, fd);
+}
+
+static napi_value js_mark(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  int32_t fd, dirfd;
+  uint32_t flags;
+  uint64_t mask;
+  char stackbuf[PATH_MAX];
+  char *path = NULL;
+  if (!get_args(env, info, 5, argv) || !arg_int32(env, argv[0], "fd", &fd) ||
+      !arg_uint32(env, argv[1], "flags", &flags) || !arg_mask(env, argv[2], "mask", &mask) ||
+      !arg_int32(env, argv[3], "dirfd", &dirfd) ||
+      !arg_path(env, argv[4], "path", true, stackbuf, sizeof stackbuf, &path))
+    return NULL;
+  long rc = syscall(SYS_fanotify_mark, fd, flags, mask, dirfd, path);
+  int err = errno;
+  free_path(path, stackbuf);
+  if (rc < 0) return throw_errno(env, err, "fanotify_mark");
+  return make_undefined(env);
+}
+
+/* ---- reader: uv_poll on the non-blocking group fd ---------------------- */
+
+typedef struct reader {
+  napi_env env;
+  uv_poll_t poll;
+  int fd;
+  size_t bufsize;
+  unsigned char *buf;
+  napi_ref callback;
+  napi_async_context async_context;
+  napi_async_cleanup_hook_handle cleanup_hook;
+  int refs;     /* 1 for the uv handle (until its close callback) + 1 per JS method */
+  bool polling; /* uv_poll_start is in effect */
+  bool closed;  /* stop() or env cleanup issued uv_close */
+} reader_t;
+
+static void reader_release(reader_t *r) {
+  if (--r->refs == 0) free(r);
+}
+
+static void reader_on_close(uv_handle_t *handle) {
+  reader_t *r = handle->data;
+  napi_env env = r->env;
+  napi_async_cleanup_hook_handle hook = r->cleanup_hook;
+  r->cleanup_hook = NULL;
+  if (r->callback != NULL) {
+    napi_delete_reference(env, r->callback);
+    r->callback = NULL;
+  }
+  if (r->async_context != NULL) {
+    napi_async_destroy(env, r->async_context);
+    r->async_context = NULL;
+  }
+  free(r->buf);
+  r->buf = NULL;
+  reader_release(r); /* r may be gone from here on */
+  /* Removing the hook may let the env finish tearing down (and run finalizers). */
+  if (hook != NULL) napi_remove_async_cleanup_hook(hook);
+}
+
+static void reader_close(reader_t *r) {
+  if (r->closed) return;
+  r->closed = true;
+  if (r->polling) {
+    uv_poll_stop(&r->poll);
+    r->polling = false;
+  }
+  uv_close((uv_handle_t *)&r->poll, reader_on_close);
+}
+
+static void reader_cleanup_hook(napi_async_cleanup_hook_handle handle, void *arg) {
+  (void)handle;
+  reader_close(arg);
+}
+
+/*
+ * Calls onBatch(err, batch) through napi_make_callback (so microtasks drain).
+ * A throwing callback becomes an uncaught exception. Returns false when the
+ * environment can no longer run JS.
+ */
+static bool reader_deliver(reader_t *r, int err, const char *syscall_name, size_t n) {
+  napi_env env = r->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return false;
+  bool ok = false;
+  napi_value argv[2], cb, recv, result;
+  if (err != 0) {
+    argv[0] = make_errno_error(env, err, syscall_name);
+    if (argv[0] == NULL || napi_get_null(env, &argv[1]) != napi_ok) goto out;
+  } else {
+    if (napi_get_null(env, &argv[0]) != napi_ok ||
+        napi_create_buffer_copy(env, n, r->buf, NULL, &argv[1]) != napi_ok)
+      goto out;
+  }
+  if (napi_get_reference_value(env, r->callback, &cb) != napi_ok || cb == NULL ||
+      napi_get_global(env, &recv) != napi_ok)
+    goto out;
+  napi_status status = napi_make_callback(env, r->async_context, recv, cb, 2, argv, &result);
+  ok = status == napi_ok;
+out:;
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+    napi_value exception;
+    if (napi_get_and_clear_last_exception(env, &exception) == napi_ok) {
+      napi_valuetype t = napi_undefined;
+      napi_typeof(env, exception, &t);
+      if (t != napi_undefined) {
+        napi_fatal_exception(env, exception);
+        ok = true; /* the process decides (uncaughtException); keep reading */
+      }
+    }
+  }
+  napi_close_handle_scope(env, scope);
+  return ok;
+}
+
+static void reader_on_poll(uv_poll_t *handle, int status, int events) {
+  reader_t *r = handle->data;
+  if (r->closed) return;
+  if (status < 0) {
+    reader_deliver(r, -status, "uv_poll", 0);
+    reader_close(r);
+    return;
+  }
+  if (!(events & UV_READABLE)) return;
+  for (int i = 0; i < READER_MAX_READS && r->polling && !r->closed; i++) {
+    ssize_t n = read(r->fd, r->buf, r->bufsize);
+    if (n < 0) {
+      int err = errno;
+      if (err == EINTR) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK) break;
+      reader_deliver(r, err, "read", 0);
+      reader_close(r);
+      return;
+    }
+    if (n == 0) {
+      reader_close(r);
+      return;
+    }
+    if (!reader_deliver(r, 0, NULL, (size_t)n)) {
+      reader_close(r);
+      return;
+    }
+  }
+}
+
+static reader_t *reader_from_info(napi_env env, napi_callback_info info) {
+  void *data = NULL;
+  napi_get_cb_info(env, info, NULL, NULL, NULL, &data);
+  return data;
+}
+
+static napi_value js_reader_pause(napi_env env, napi_callback_info info) {
+  reader_t *r = reader_from_info(env, info);
+  if (r != NULL && !r->closed && r->polling) {
+    uv_poll_stop(&r->poll);
+    r->polling = false;
+  }
+  return make_undefined(env);
+}
+
+static napi_value js_reader_resume(napi_env env, napi_callback_info info) {
+  reader_t *r = reader_from_info(env, info);
+  if (r != NULL && !r->closed && !r->polling) {
+    int rc = uv_poll_start(&r->poll, UV_READABLE, reader_on_poll);
+    if (rc < 0) return throw_errno(env, -rc, "uv_poll_start");
+    r->polling = true;
+  }
+  return make_undefined(env);
+}
+
+static napi_value js_reader_stop(napi_env env, napi_callback_info info) {
+  reader_t *r = reader_from_info(env, info);
+  if (r != NULL) reader_close(r);
+  return make_undefined(env);
+}
+
+static napi_value js_reader_ref(napi_env env, napi_callback_info info) {
+  reader_t *r = reader_from_info(env, info);
+  if (r != NULL && !r->closed) uv_ref((uv_handle_t *)&r->poll);
+  return make_undefined(env);
+}
+
+static napi_value js_reader_unref(napi_env env, napi_callback_info info) {
+  reader_t *r = reader_from_info(env, info);
+  if (r != NULL && !r->closed) uv_unref((uv_handle_t *)&r->poll);
+  return make_undefined(env);
+}
+
+static void reader_method_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  reader_release(data);
+}
+
+static bool reader_add_method(napi_env env, reader_t *r, napi_value obj, const char *name,
+                              napi_callback fn) {
+  napi_value f;
+  if (napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, r, &f) != napi_ok) return false;
+  r->refs++;
+  if (napi_add_finalizer(env, f, r, reader_method_finalize, NULL, NULL) != napi_ok) {
+    r->refs--;
+    return false;
+  }
+  return napi_set_named_property(env, obj, name, f) == napi_ok;
+}
+
+static void reader_free_unstarted(uv_handle_t *handle) {
+  reader_t *r = handle->data;
+  free(r->buf);
+  free(r);
+}
+
+static napi_value js_start_reader(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int32_t fd;
+  double size;
+  if (!get_args(env, info, 3, argv) || !arg_int32(env, argv[0], "fd", &fd) ||
+      !arg_number(env, argv[1], "bufferSize", &size) ||
+      !arg_function(env, argv[2], "onBatch"))
+    return NULL;
+  if (size < 1 || size > READER_MAX_BUFFER) return throw_range(env, "bufferSize", ">= 1 and <= 2^30");
+  if (fd < 0) return throw_errno(env, EBADF, "uv_poll_init");
+
+  uv_loop_t *loop = NULL;
+  NAPI_OK(env, napi_get_uv_event_loop(env, &loop));
+
+  reader_t *r = calloc(1, sizeof *r);
+  if (r == NULL) return throw_errno(env, ENOMEM, "malloc");
+  r->env = env;
+  r->fd = fd;
+  r->bufsize = (size_t)size;
+  r->buf = malloc(r->bufsize);
+  if (r->buf == NULL) {
+    free(r);
+    return throw_errno(env, ENOMEM, "malloc");
+  }
+  int rc = uv_poll_init(loop, &r->poll, fd);
+  if (rc < 0) {
+    free(r->buf);
+    free(r);
+    return throw_errno(env, -rc, "uv_poll_init");
+  }
+  r->poll.data = r;
+  rc = uv_poll_start(&r->poll, UV_READABLE, reader_on_poll);
+  if (rc < 0) {
+    uv_close((uv_handle_t *)&r->poll, reader_free_unstarted);
+    return throw_errno(env, -rc, "uv_poll_start");
+  }
+  r->polling = true;
+  r->refs = 1; /* the uv handle */
+
+  /* From here on, failures go through reader_close (which frees what exists). */
+  napi_value obj, name;
+  if (napi_create_reference(env, argv[2], 1, &r->callback) != napi_ok ||
+      napi_create_object(env, &obj) != napi_ok ||
+      napi_create_string_utf8(env, "FanotifyReader", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_async_init(env, obj, name, &r->async_context) != napi_ok ||
+      napi_add_async_cleanup_hook(env, reader_cleanup_hook, r, &r->cleanup_hook) != napi_ok ||
+      !reader_add_method(env, r, obj, "pause", js_reader_pause) ||
+      !reader_add_method(env, r, obj, "resume", js_reader_resume) ||
+      !reader_add_method(env, r, obj, "stop", js_reader_stop) ||
+      !reader_add_method(env, r, obj, "ref", js_reader_ref) ||
+      !reader_add_method(env, r, obj, "unref", js_reader_unref)) {
+    reader_close(r);
+    return throw_napi(env);
+  }
+  return obj;
+}
+
+/* ---- file handles ------------------------------------------------------ */
+
+static napi_value js_name_to_handle(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int32_t dirfd;
+  uint32_t flags;
+  char stackbuf[PATH_MAX];
+  char *path = NULL;
+  if (!get_args(env, info, 3, argv) || !arg_int32(env, argv[0], "dirfd", &dirfd) ||
+      !arg_path(env, argv[1], "path", false, stackbuf, sizeof stackbuf, &path))
+    return NULL;
+  if (!arg_uint32(env, argv[2], "flags", &flags)) {
+    free_path(path, stackbuf);
+    return NULL;
+  }
+  struct handle_buf h;
+  int mount_id = 0;
+  h.handle_bytes = MAX_HANDLE_SZ;
+  h.handle_type = 0;
+  int rc = name_to_handle_at(dirfd, path, (struct file_handle *)&h, &mount_id, (int)flags);
+  int err = errno;
+  free_path(path, stackbuf);
+  if (rc < 0) return throw_errno(env, err, "name_to_handle_at");
+
+  napi_value obj, buf;
+  NAPI_OK(env, napi_create_object(env, &obj));
+  NAPI_OK(env, napi_create_buffer_copy(env, h.handle_bytes, h.f_handle, NULL, &buf));
+  if (!set_int(env, obj, "handleType", h.handle_type) ||
+      napi_set_named_property(env, obj, "handle", buf) != napi_ok ||
+      !set_int(env, obj, "mountId", mount_id))
+    return throw_napi(env);
+  return obj;
+}
+
+static napi_value js_open_by_handle(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int32_t mount_fd, handle_type;
+  uint32_t flags;
+  void *data;
+  size_t len;
+  if (!get_args(env, info, 4, argv) || !arg_int32(env, argv[0], "mountFd", &mount_fd) ||
+      !arg_int32(env, argv[1], "handleType", &handle_type) ||
+      !arg_buffer(env, argv[2], "handle", &data, &len) ||
+      !arg_uint32(env, argv[3], "flags", &flags))
+    return NULL;
+  if (len > MAX_HANDLE_SZ) return throw_errno(env, EINVAL, "open_by_handle_at");
+  struct handle_buf h;
+  h.handle_bytes = (unsigned int)len;
+  h.handle_type = handle_type;
+  if (len > 0) memcpy(h.f_handle, data, len);
+  int fd;
+  do {
+    fd = open_by_handle_at(mount_fd, (struct file_handle *)&h, (int)flags);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) return throw_errno(env, errno, "open_by_handle_at");
+  return make_int(env, fd);
+}
+
+/* ---- statfs ------------------------------------------------------------ */
+
+static napi_value fsid_result(napi_env env, const struct statfs *st) {
+  napi_value obj, buf;
+  NAPI_OK(env, napi_create_object(env, &obj));
+  NAPI_OK(env, napi_create_buffer_copy(env, sizeof st->f_fsid, &st->f_fsid, NULL, &buf));
+  NAPI_OK(env, napi_set_named_property(env, obj, "fsid", buf));
+  if (!set_int(env, obj, "type", (uint32_t)st->f_type)) return throw_napi(env);
+  return obj;
+}
+
+static napi_value js_fsid(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  char stackbuf[PATH_MAX];
+  char *path = NULL;
+  if (!get_args(env, info, 1, argv) ||
+      !arg_path(env, argv[0], "path", false, stackbuf, sizeof stackbuf, &path))
+    return NULL;
+  struct statfs st;
+  int rc;
+  do {
+    rc = statfs(path, &st);
+  } while (rc < 0 && errno == EINTR);
+  int err = errno;
+  free_path(path, stackbuf);
+  if (rc < 0) return throw_errno(env, err, "statfs");
+  return fsid_result(env, &st);
+}
+
+static napi_value js_fsid_of_fd(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+  if (!get_args(env, info, 1, argv) || !arg_int32(env, argv[0], "fd", &fd)) return NULL;
+  struct statfs st;
+  int rc;
+  do {
+    rc = fstatfs(fd, &st);
+  } while (rc < 0 && errno == EINTR);
+  if (rc < 0) return throw_errno(env, errno, "fstatfs");
+  return fsid_result(env, &st);
+}
+
+/* ---- processes, files --------------------------------------------------- */
+
+static napi_value js_pidfd_open(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int32_t pid;
+  uint32_t flags;
+  if (!get_args(env, info, 2, argv) || !arg_int32(env, argv[0], "pid", &pid) ||
+      !arg_uint32(env, argv[1], "flags", &flags))
+    return NULL;
+  long fd = syscall(SYS_pidfd_open, (pid_t)pid, flags);
+  if (fd < 0) return throw_errno(env, errno, "pidfd_open");
+  return make_int(env, fd);
+}
+
+static napi_value do_fallocate(napi_env env, int fd, int mode, int64_t offset, int64_t length) {
+  int rc;
+  do {
+    rc = fallocate(fd, mode, (off_t)offset, (off_t)length);
+  } while (rc < 0 && errno == EINTR);
+  if (rc < 0) return throw_errno(env, errno, "fallocate");
+  return make_undefined(env);
+}
+
+static napi_value js_fallocate(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int32_t fd;
+  uint32_t mode;
+  int64_t offset, length;
+  if (!get_args(env, info, 4, argv) || !arg_int32(env, argv[0], "fd", &fd) ||
+      !arg_uint32(env, argv[1], "mode", &mode) || !arg_int64(env, argv[2], "offset", &offset) ||
+      !arg_int64(env, argv[3], "length", &length))
+    return NULL;
+  return do_fallocate(env, fd, (int)mode, offset, length);
+}
+
+static napi_value js_punch_hole(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int32_t fd;
+  int64_t offset, length;
+  if (!get_args(env, info, 3, argv) || !arg_int32(env, argv[0], "fd", &fd) ||
+      !arg_int64(env, argv[1], "offset", &offset) || !arg_int64(env, argv[2], "length", &length))
+    return NULL;
+  return do_fallocate(env, fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+}
+
+/* ---- unix sockets ------------------------------------------------------ */
+
+static napi_value js_send_fd(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int32_t sock, fd;
+  void *data;
+  size_t len;
+  if (!get_args(env, info, 3, argv) || !arg_int32(env, argv[0], "socketFd", &sock) ||
+      !arg_int32(env, argv[1], "fdToSend", &fd) || !arg_buffer(env, argv[2], "data", &data, &len))
+    return NULL;
+  char nul = 0;
+  struct iovec iov;
+  iov.iov_base = len > 0 ? data : &nul;
+  iov.iov_len = len > 0 ? len : 1;
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } control;
+  memset(&control, 0, sizeof control);
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.buf;
+  msg.msg_controllen = sizeof control.buf;
+  struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(cmsg), &fd, sizeof fd);
+  ssize_t n;
+  do {
+    n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return throw_errno(env, errno, "sendmsg");
+  return make_int(env, n);
+}
+
+static napi_value js_recv_fd(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int32_t sock;
+  double max;
+  if (!get_args(env, info, 2, argv) || !arg_int32(env, argv[0], "socketFd", &sock) ||
+      !arg_number(env, argv[1], "maxLength", &max))
+    return NULL;
+  if (max < 1 || max > READER_MAX_BUFFER) return throw_range(env, "maxLength", ">= 1 and <= 2^30");
+  size_t cap = (size_t)max;
+  unsigned char stackbuf[4096];
+  unsigned char *buf = cap <= sizeof stackbuf ? stackbuf : malloc(cap);
+  if (buf == NULL) return throw_errno(env, ENOMEM, "malloc");
+
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * RECV_MAX_FDS)];
+    struct cmsghdr align;
+  } control;
+  struct iovec iov = {.iov_base = buf, .iov_len = cap};
+  struct msghdr msg;
+  ssize_t n;
+  do {
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof control.buf;
+    n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    int err = errno;
+    if (buf != stackbuf) free(buf);
+    return throw_errno(env, err, "recvmsg");
+  }
+
+  int received = -1;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; i++) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      if (received < 0)
+        received = fd;
+      else
+        close(fd);
+    }
+  }
+
+  napi_value obj, data;
+  napi_status s1 = napi_create_buffer_copy(env, (size_t)n, buf, NULL, &data);
+  if (buf != stackbuf) free(buf);
+  if (s1 != napi_ok || napi_create_object(env, &obj) != napi_ok || !set_int(env, obj, "fd", received) ||
+      napi_set_named_property(env, obj, "data", data) != napi_ok) {
+    if (received >= 0) close(received);
+    return throw_napi(env);
+  }
+  return obj;
+}
+
+static napi_value js_peer_cred(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t sock;
+  if (!get_args(env, info, 1, argv) || !arg_int32(env, argv[0], "socketFd", &sock)) return NULL;
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+    return throw_errno(env, errno, "getsockopt");
+  napi_value obj;
+  NAPI_OK(env, napi_create_object(env, &obj));
+  if (!set_int(env, obj, "pid", cred.pid) || !set_int(env, obj, "uid", cred.uid) ||
+      !set_int(env, obj, "gid", cred.gid))
+    return throw_napi(env);
+  return obj;
+}
+
+/* ---- leases, close ----------------------------------------------------- */
+
+static napi_value js_set_lease(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int32_t fd, type;
+  if (!get_args(env, info, 2, argv) || !arg_int32(env, argv[0], "fd", &fd) ||
+      !arg_int32(env, argv[1], "type", &type))
+    return NULL;
+  int rc;
+  do {
+    rc = fcntl(fd, F_SETLEASE, type);
+  } while (rc < 0 && errno == EINTR);
+  if (rc < 0) return throw_errno(env, errno, "fcntl");
+  return make_undefined(env);
+}
+
+static napi_value js_get_lease(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+  if (!get_args(env, info, 1, argv) || !arg_int32(env, argv[0], "fd", &fd)) return NULL;
+  int rc = fcntl(fd, F_GETLEASE);
+  if (rc < 0) return throw_errno(env, errno, "fcntl");
+  return make_int(env, rc);
+}
+
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+  if (!get_args(env, info, 1, argv) || !arg_int32(env, argv[0], "fd", &fd)) return NULL;
+  if (close(fd) < 0 && errno != EINTR) return throw_errno(env, errno, "close");
+  return make_undefined(env);
+}
+
+/* ---- module ------------------------------------------------------------ */
+
+static napi_value make_constants(napi_env env) {
+  static const struct {
+    const char *name;
+    int64_t value;
+  } table[] = {
+      {"AT_FDCWD", AT_FDCWD},
+      {"AT_SYMLINK_FOLLOW", AT_SYMLINK_FOLLOW},
+      {"AT_EMPTY_PATH", AT_EMPTY_PATH},
+      {"AT_HANDLE_FID", AT_HANDLE_FID},
+      {"O_RDONLY", O_RDONLY},
+      {"O_WRONLY", O_WRONLY},
+      {"O_RDWR", O_RDWR},
+      {"O_PATH", O_PATH},
+      {"O_DIRECTORY", O_DIRECTORY},
+      {"O_NOFOLLOW", O_NOFOLLOW},
+      {"O_CLOEXEC", O_CLOEXEC},
+      {"O_NONBLOCK", O_NONBLOCK},
+      {"O_LARGEFILE", O_LARGEFILE},
+      {"FALLOC_FL_KEEP_SIZE", FALLOC_FL_KEEP_SIZE},
+      {"FALLOC_FL_PUNCH_HOLE", FALLOC_FL_PUNCH_HOLE},
+      {"F_RDLCK", F_RDLCK},
+      {"F_WRLCK", F_WRLCK},
+      {"F_UNLCK", F_UNLCK},
+  };
+  napi_value obj;
+  NAPI_OK(env, napi_create_object(env, &obj));
+  for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+    if (!set_int(env, obj, table[i].name, table[i].value)) return throw_napi(env);
+  NAPI_OK(env, napi_object_freeze(env, obj));
+  return obj;
+}
+
+NAPI_MODULE_INIT() {
+  napi_value constants = make_constants(env);
+  if (constants == NULL) return NULL;
+#define METHOD(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL}
+  napi_property_descriptor props[] = {
+      METHOD("init", js_init),
+      METHOD("mark", js_mark),
+      METHOD("startReader", js_start_reader),
+      METHOD("nameToHandle", js_name_to_handle),
+      METHOD("openByHandle", js_open_by_handle),
+      METHOD("fsid", js_fsid),
+      METHOD("fsidOfFd", js_fsid_of_fd),
+      METHOD("pidfdOpen", js_pidfd_open),
+      METHOD("fallocate", js_fallocate),
+      METHOD("punchHole", js_punch_hole),
+      METHOD("sendFd", js_send_fd),
+      METHOD("recvFd", js_recv_fd),
+      METHOD("peerCred", js_peer_cred),
+      METHOD("setLease", js_set_lease),
+      METHOD("getLease", js_get_lease),
+      METHOD("close", js_close),
+      {"constants", NULL, NULL, NULL, NULL, constants, napi_enumerable, NULL},
+  };
+#undef METHOD
+  NAPI_OK(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  return exports;
+}
