@@ -1,0 +1,217 @@
+/**
+ * Event → path: directory handles through an LRU cache, entries as parent path + name, so
+ * deleted files keep their path.
+ * @packageDocumentation
+ */
+import { readlinkSync } from 'node:fs';
+import { native, isNativeError } from '../native.js';
+import type { DecodedEvent } from '../kernel/events.js';
+import type { FileId } from '../kernel/fileid.js';
+import { EventBit } from '../kernel/constants.js';
+import { MountTable } from './mounts.js';
+
+/** The paths of one event. */
+export interface ResolvedPaths {
+  /** The object's path (for a rename: the new path). Undefined when it cannot be named. */
+  readonly path?: string;
+  /** For a rename: the old path. */
+  readonly oldPath?: string;
+  /** The object no longer exists (its handle is stale); `path` may still name where it was. */
+  readonly gone?: boolean;
+}
+
+/** Why a handle did not resolve. */
+export type HandleMiss = 'gone' | 'unknown-filesystem' | 'error';
+
+const O_PATH_CLOEXEC = 0o10000000 | 0o2000000;
+const DELETED_SUFFIX = ' (deleted)';
+
+/** True when a lookup produced a path rather than a {@link HandleMiss}. */
+function isPath(p: string): boolean {
+  return p.charCodeAt(0) === 47; /* / */
+}
+
+/** Join a directory path and an entry name without doubling the root slash. */
+export function joinPath(dir: string, name: string): string {
+  if (name === '.' || name === '') return dir;
+  return dir === '/' ? `/${name}` : `${dir}/${name}`;
+}
+
+/** True when `path` is `prefix` or below it. */
+export function isUnder(path: string, prefix: string): boolean {
+  if (prefix === '/') return path.startsWith('/');
+  return path === prefix || (path.startsWith(prefix) && path.charCodeAt(prefix.length) === 47 /* / */);
+}
+
+/** Options of {@link PathResolver}. */
+export interface PathResolverOptions {
+  /** Directory handles kept. Default 16384. */
+  readonly cacheSize?: number;
+  /** A mount table to share. Default: a new one. */
+  readonly mounts?: MountTable;
+}
+
+/**
+ * Resolves events to paths. Feed it every event in order through {@link resolve}: directory
+ * renames and deletes update the cache before later events are resolved.
+ */
+export class PathResolver {
+  readonly mounts: MountTable;
+  readonly #max: number;
+  /** handle key → path; Map order is the LRU order (oldest first). */
+  readonly #dirs = new Map<string, string>();
+  /** Counters, for benchmarks and diagnostics. */
+  readonly stats = { hits: 0, misses: 0, gone: 0, unresolved: 0 };
+
+  constructor(options: PathResolverOptions = {}) {
+    this.mounts = options.mounts ?? new MountTable();
+    this.#max = options.cacheSize ?? 16384;
+  }
+
+  /** Number of cached directory paths. */
+  get cacheSize(): number {
+    return this.#dirs.size;
+  }
+
+  /** Remember that a directory id has a path. */
+  remember(id: FileId, path: string): void {
+    const key = id.key;
+    this.#dirs.delete(key);
+    this.#dirs.set(key, path);
+    if (this.#dirs.size > this.#max) {
+      const oldest = this.#dirs.keys().next().value;
+      if (oldest !== undefined) this.#dirs.delete(oldest);
+    }
+  }
+
+  /** Forget a directory and everything cached below it. */
+  forgetTree(path: string): void {
+    for (const [key, p] of this.#dirs) if (isUnder(p, path)) this.#dirs.delete(key);
+  }
+
+  /** Rewrite cached paths after a directory moved from `from` to `to`. */
+  moveTree(from: string, to: string): void {
+    for (const [key, p] of this.#dirs) {
+      if (isUnder(p, from)) this.#dirs.set(key, to + p.slice(from.length));
+    }
+  }
+
+  /**
+   * The current path of a directory id (cached), or of any id (not cached when not a dir).
+   * @returns the path, or a miss reason.
+   */
+  pathOfDir(id: FileId): string | HandleMiss {
+    const key = id.key;
+    const hit = this.#dirs.get(key);
+    if (hit !== undefined) {
+      this.stats.hits++;
+      this.#dirs.delete(key);
+      this.#dirs.set(key, hit);
+      return hit;
+    }
+    this.stats.misses++;
+    const path = this.openPath(id);
+    if (isPath(path)) this.remember(id, path);
+    return path;
+  }
+
+  /**
+   * Resolve a handle by opening it (O_PATH: no open event, no data access) and reading the
+   * fd's link. Not cached.
+   */
+  openPath(id: FileId): string | HandleMiss {
+    const anchor = this.mounts.anchor(id.fsid);
+    if (anchor === undefined) return 'unknown-filesystem';
+    let fd: number;
+    try {
+      fd = native.openByHandle(anchor, id.handleType, id.handle, O_PATH_CLOEXEC);
+    } catch (err) {
+      if (isNativeError(err) && (err.code === 'ESTALE' || err.code === 'ENOENT')) {
+        this.stats.gone++;
+        return 'gone';
+      }
+      return 'error';
+    }
+    try {
+      const link = readlinkSync(`/proc/self/fd/${fd}`);
+      return link.endsWith(DELETED_SUFFIX) ? 'gone' : link;
+    } catch {
+      return 'error';
+    } finally {
+      native.close(fd);
+    }
+  }
+
+  /**
+   * The paths of an event, updating the cache for directory creates, renames and deletes.
+   * Call it for every event, in order.
+   */
+  resolve(ev: DecodedEvent): ResolvedPaths {
+    if (ev.type === 'rename') return this.#resolveRename(ev);
+    if (ev.entry) {
+      const dir = this.pathOfDir(ev.entry.dir);
+      if (!isPath(dir)) return this.#fallback(ev, dir as HandleMiss);
+      const path = joinPath(dir, ev.entry.name);
+      if (ev.isDir && ev.entry.name !== '.') this.#trackDir(ev, path);
+      return ev.mask & EventBit.DELETE ? { path, gone: true } : { path };
+    }
+    return this.#fallback(ev, undefined);
+  }
+
+  /** Keep the cache right for directory entries that appear, move or disappear. */
+  #trackDir(ev: DecodedEvent, path: string): void {
+    if (ev.mask & (EventBit.DELETE | EventBit.MOVED_FROM)) this.forgetTree(path);
+    else if (ev.mask & (EventBit.CREATE | EventBit.MOVED_TO) && ev.fid) this.remember(ev.fid, path);
+  }
+
+  #resolveRename(ev: Extract<DecodedEvent, { type: 'rename' }>): ResolvedPaths {
+    const fromDir = ev.from ? this.pathOfDir(ev.from.dir) : undefined;
+    const toDir = ev.to ? this.pathOfDir(ev.to.dir) : undefined;
+    const oldPath = fromDir && isPath(fromDir) && ev.from ? joinPath(fromDir, ev.from.name) : undefined;
+    const path = toDir && isPath(toDir) && ev.to ? joinPath(toDir, ev.to.name) : undefined;
+    if (ev.isDir) {
+      if (oldPath && path) this.moveTree(oldPath, path);
+      else if (oldPath) this.forgetTree(oldPath);
+      if (path && ev.fid) this.remember(ev.fid, path);
+    }
+    if (path === undefined && ev.fid) {
+      const p = this.#idPath(ev.fid);
+      if (p) return { path: p, oldPath };
+    }
+    return { path, oldPath };
+  }
+
+  /** Events without a usable DFID+name: the object's own id, then the event fd. */
+  #fallback(ev: DecodedEvent, miss: HandleMiss | undefined): ResolvedPaths {
+    const id = ev.fid ?? ev.dfid;
+    if (id) {
+      const p = ev.isDir || id === ev.dfid ? this.pathOfDir(id) : this.openPath(id);
+      if (isPath(p)) {
+        if (ev.isDir && ev.mask & EventBit.DELETE_SELF) this.forgetTree(p);
+        return { path: p };
+      }
+      miss = p as HandleMiss;
+    }
+    if (ev.fd >= 0) {
+      try {
+        const link = readlinkSync(`/proc/self/fd/${ev.fd}`);
+        return link.endsWith(DELETED_SUFFIX) ? { path: link.slice(0, -DELETED_SUFFIX.length), gone: true } : { path: link };
+      } catch {
+        miss = 'error';
+      }
+    }
+    this.stats.unresolved++;
+    return miss === 'gone' ? { gone: true } : {};
+  }
+
+  #idPath(id: FileId): string | undefined {
+    const p = this.openPath(id);
+    return isPath(p) ? p : undefined;
+  }
+
+  /** Release the mount anchors. */
+  close(): void {
+    this.mounts.close();
+    this.#dirs.clear();
+  }
+}
