@@ -1,0 +1,38 @@
+#!/usr/bin/env node
+/**
+ * `fan`: the command line of the fanotify package.
+ * @packageDocumentation
+ */
+import { Command } from 'commander';
+import { traceCommand } from './trace.js';
+import { reportFailure } from './output.js';
+
+const program = new Command('fan')
+  .description(
+    'Linux fanotify from the command line: trace file access system-wide, watch trees, guard opens.\n' +
+      'Most commands need root (CAP_SYS_ADMIN) and Linux 5.17+; see each command\'s --help.',
+  )
+  .version('0.1.0', '-V, --version')
+  .showHelpAfterError('(run with --help for usage)')
+  .addHelpText(
+    'after',
+    `
+Examples:
+  sudo fan trace                       every file access on every real filesystem
+  sudo fan trace --json /srv           NDJSON records for accesses under /srv
+  sudo fan trace -c -f +D<> -s 10      creates, deletes and renames on this mount, 10 seconds
+
+Exit status: 0 on success, 1 on a runtime failure, 2 on a usage error.`,
+  );
+
+program.addCommand(traceCommand());
+
+program.exitOverride((err) => {
+  process.exit(err.exitCode === 0 ? 0 : 2);
+});
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  reportFailure(err);
+}

@@ -1,0 +1,34 @@
+/**
+ * fanotify for Node.js: typed kernel events, groups, path resolution, and the services built
+ * on them.
+ * @packageDocumentation
+ */
+export * from './kernel/index.js';
+export {
+  FanotifyGroup,
+  isPermissionEvent,
+  type GroupOptions,
+  type GroupClass,
+  type ReportOption,
+  type DefaultVerdict,
+  type MarkKind,
+  type MarkOptions,
+  type EventControl,
+  type PermissionControl,
+  type PermissionEvent,
+  type GroupEvent,
+  type EventHandler,
+  type ListenOptions,
+} from './group.js';
+export { FanotifyError, kernelVersion, fsTypeName } from './errors.js';
+export * from './resolve/index.js';
+export {
+  trace,
+  formatFatrace,
+  formatJson,
+  typeLetters,
+  maskOfLetters,
+  type TraceOptions,
+  type TraceRecord,
+  type TraceSession,
+} from './trace/index.js';
