@@ -170,7 +170,12 @@ export interface ListenOptions {
   readonly onBatchEnd?: () => void;
 }
 
-/** A handler for the callback form. A throw or rejection answers with the default verdict. */
+/**
+ * A handler for the callback form. A permission event must be answered before the handler
+ * returns, or before the promise it returns settles: an event still unanswered then (or when
+ * the handler throws or rejects) gets the default verdict at once. A promise that never settles
+ * is cut off by the group's deadline.
+ */
 export type EventHandler = (event: GroupEvent) => void | Promise<void>;
 
 interface Pending {
