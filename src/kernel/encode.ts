@@ -38,7 +38,8 @@ export function responseWord(verdict: Verdict): number {
   } else if (verdict.errno === undefined) {
     word = Response.DENY;
   } else {
-    const errno = DENY_ERRNOS[verdict.errno];
+    // Own properties only: a name such as "toString" must not reach Object.prototype.
+    const errno = Object.hasOwn(DENY_ERRNOS, verdict.errno) ? DENY_ERRNOS[verdict.errno] : undefined;
     if (errno === undefined) {
       throw new RangeError(
         `cannot deny with ${String(verdict.errno)}: the kernel accepts only ${Object.keys(DENY_ERRNOS).join(', ')}`,
@@ -156,8 +157,9 @@ function encodeRecord(spec: RecordSpec): Buffer {
       return record(InfoType.RANGE, body);
     }
     case 'mnt': {
-      const body = Buffer.alloc(8);
-      writeU64(body, spec.mntId, 0);
+      // 4 bytes of padding, then the u64 at byte 8 of the record (C alignment of __u64).
+      const body = Buffer.alloc(12);
+      writeU64(body, spec.mntId, 4);
       return record(InfoType.MNT, body);
     }
     case 'raw':
