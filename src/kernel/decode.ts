@@ -1,14 +1,14 @@
 /**
- * Decode fanotify read() batches into typed events. Pure: no I/O, no state.
+ * Decode fanotify read() batches into typed events. Pure: no I/O, no state that changes a
+ * result (only a cache of mask → names/type).
+ *
+ * This is the hottest code of every service (one call per kernel event), so it reads bytes
+ * by index instead of through `Buffer#readUInt32LE` (every offset is bounds-checked here
+ * first), writes records straight onto the event object, and caches the names of a mask.
  * @packageDocumentation
  */
 import { EventBit, InfoType, METADATA_LEN, METADATA_VERSION, PERMISSION_BITS } from './constants.js';
-import {
-  DecodeError,
-  type ByteRange,
-  type DecodedEvent,
-  type DirEntryRef,
-} from './events.js';
+import { DecodeError, type DecodedEvent, type DirEntryRef } from './events.js';
 import { FileId } from './fileid.js';
 import { namesOf, type EventName } from './names.js';
 
@@ -17,83 +17,98 @@ const INFO_HEADER_LEN = 4;
 const FID_FIXED_LEN = INFO_HEADER_LEN + 16;
 const TWO_POW_32 = 2 ** 32;
 
-/** Mutable form of the fields filled from info records while one event is decoded. */
-interface Records {
-  fid?: FileId;
-  dfid?: FileId;
-  entry?: DirEntryRef;
-  from?: DirEntryRef;
-  to?: DirEntryRef;
-  pidfd?: number;
-  mntId?: number;
-  range?: ByteRange;
-  error?: number;
-  errorCount?: number;
+/** The event object while its records are written onto it. */
+type Building = {
+  -readonly [K in keyof DecodedEvent | 'from' | 'to' | 'range' | 'error' | 'errorCount']?: unknown;
+};
+
+/** u16 LE at `at`; the caller has checked that the bytes exist. */
+function u16(buf: Buffer, at: number): number {
+  return buf[at]! | (buf[at + 1]! << 8);
 }
 
-function readU64(buf: Buffer, at: number): number {
-  return buf.readUInt32LE(at) + buf.readUInt32LE(at + 4) * TWO_POW_32;
+/** s32 LE at `at`; the caller has checked that the bytes exist. */
+function s32(buf: Buffer, at: number): number {
+  return buf[at]! | (buf[at + 1]! << 8) | (buf[at + 2]! << 16) | (buf[at + 3]! << 24);
 }
 
-function decodeFid(buf: Buffer, at: number, len: number, withName: boolean): { id: FileId; name?: string } {
+/** u32 LE at `at`; the caller has checked that the bytes exist. */
+function u32(buf: Buffer, at: number): number {
+  return s32(buf, at) >>> 0;
+}
+
+/** u64 LE at `at` as a number (exact below 2^53). */
+function u64(buf: Buffer, at: number): number {
+  const hi = u32(buf, at + 4);
+  const lo = u32(buf, at);
+  return hi === 0 ? lo : lo + hi * TWO_POW_32;
+}
+
+/** The id of a FID-type record at `at` of `len` bytes (already checked to fit its event). */
+function fileIdAt(buf: Buffer, at: number, len: number): FileId {
   if (len < FID_FIXED_LEN) throw new DecodeError(`file id record of ${len} bytes is shorter than ${FID_FIXED_LEN}`, at);
-  const handleBytes = buf.readUInt32LE(at + 12);
-  const handleType = buf.readInt32LE(at + 16);
-  const handleEnd = at + FID_FIXED_LEN + handleBytes;
+  const handleBytes = u32(buf, at + 12);
   if (handleBytes > len - FID_FIXED_LEN) {
     throw new DecodeError(`file handle of ${handleBytes} bytes overflows its ${len}-byte record`, at);
   }
-  const id = new FileId(buf, at + INFO_HEADER_LEN, handleType, handleBytes);
-  if (!withName) return { id };
-  const end = at + len;
-  const nul = buf.indexOf(0, handleEnd);
-  if (nul < 0 || nul >= end) throw new DecodeError('entry name is not NUL-terminated inside its record', at);
-  if (nul === handleEnd) throw new DecodeError('entry name is empty', at);
-  return { id, name: buf.toString('utf8', handleEnd, nul) };
+  return new FileId(buf, at + INFO_HEADER_LEN, s32(buf, at + 16), handleBytes);
 }
 
-function decodeRecords(buf: Buffer, from: number, end: number): Records {
-  const rec: Records = {};
+/** The entry of a DFID_NAME-type record: its directory id and its NUL-terminated name. */
+function entryAt(buf: Buffer, at: number, len: number): DirEntryRef {
+  const dir = fileIdAt(buf, at, len);
+  const from = at + FID_FIXED_LEN + dir.handleLength;
+  const end = at + len;
+  let nul = from;
+  while (nul < end && buf[nul] !== 0) nul++;
+  if (nul === end) throw new DecodeError('entry name is not NUL-terminated inside its record', at);
+  if (nul === from) throw new DecodeError('entry name is empty', at);
+  return { dir, name: buf.toString('utf8', from, nul) };
+}
+
+/** Walk the info records in `from..end` and set what they carry on `ev`. */
+function decodeRecords(buf: Buffer, from: number, end: number, ev: Building): void {
   let at = from;
   while (at < end) {
     if (end - at < INFO_HEADER_LEN) throw new DecodeError(`${end - at} stray bytes after the last info record`, at);
     const type = buf[at]!;
-    const len = buf.readUInt16LE(at + 2);
+    const len = u16(buf, at + 2);
     if (len < INFO_HEADER_LEN) throw new DecodeError(`info record length ${len} is shorter than its header`, at);
     if (len > end - at) throw new DecodeError(`info record of ${len} bytes overflows its event by ${len - (end - at)}`, at);
     switch (type) {
+      case InfoType.DFID_NAME:
+        ev.entry = entryAt(buf, at, len);
+        break;
       case InfoType.FID:
-        rec.fid = decodeFid(buf, at, len, false).id;
+        ev.fid = fileIdAt(buf, at, len);
         break;
       case InfoType.DFID:
-        rec.dfid = decodeFid(buf, at, len, false).id;
+        ev.dfid = fileIdAt(buf, at, len);
         break;
-      case InfoType.DFID_NAME:
       case InfoType.OLD_DFID_NAME:
-      case InfoType.NEW_DFID_NAME: {
-        const { id, name } = decodeFid(buf, at, len, true);
-        const ref = { dir: id, name: name! };
-        if (type === InfoType.DFID_NAME) rec.entry = ref;
-        else if (type === InfoType.OLD_DFID_NAME) rec.from = ref;
-        else rec.to = ref;
+        ev.from = entryAt(buf, at, len);
         break;
-      }
+      case InfoType.NEW_DFID_NAME:
+        ev.to = entryAt(buf, at, len);
+        break;
       case InfoType.PIDFD:
         if (len < 8) throw new DecodeError(`pidfd record of ${len} bytes is shorter than 8`, at);
-        rec.pidfd = buf.readInt32LE(at + 4);
+        ev.pidfd = s32(buf, at + 4);
         break;
       case InfoType.ERROR:
         if (len < 12) throw new DecodeError(`error record of ${len} bytes is shorter than 12`, at);
-        rec.error = buf.readInt32LE(at + 4);
-        rec.errorCount = buf.readUInt32LE(at + 8);
+        ev.error = s32(buf, at + 4);
+        ev.errorCount = u32(buf, at + 8);
         break;
       case InfoType.RANGE:
         if (len < 24) throw new DecodeError(`range record of ${len} bytes is shorter than 24`, at);
-        rec.range = { offset: readU64(buf, at + 8), count: readU64(buf, at + 16) };
+        ev.range = { offset: u64(buf, at + 8), count: u64(buf, at + 16) };
         break;
       case InfoType.MNT:
-        if (len < 12) throw new DecodeError(`mount record of ${len} bytes is shorter than 12`, at);
-        rec.mntId = readU64(buf, at + 4);
+        // struct fanotify_event_info_mnt { hdr; __u64 mnt_id; }: the C ABI aligns mnt_id to 8,
+        // so 4 bytes of padding follow the header and the record is 16 bytes.
+        if (len < 16) throw new DecodeError(`mount record of ${len} bytes is shorter than 16`, at);
+        ev.mntId = u64(buf, at + 8);
         break;
       default:
         // A record type newer than this decoder: its length lets us step over it.
@@ -101,7 +116,6 @@ function decodeRecords(buf: Buffer, from: number, end: number): Records {
     }
     at += len;
   }
-  return rec;
 }
 
 function eventType(mask: number, names: readonly EventName[]): DecodedEvent['type'] {
@@ -120,38 +134,71 @@ function eventType(mask: number, names: readonly EventName[]): DecodedEvent['typ
 }
 
 /**
- * Decode one event starting at `offset`.
- * @returns the event and the offset of the next one.
- * @throws DecodeError when the bytes are malformed.
+ * A direct-mapped cache of mask → (names, type): a batch holds few distinct masks, and this
+ * is cheaper than a Map lookup per event. Entries only ever hold what namesOf/eventType
+ * compute, so the cache never changes a result.
  */
-export function decodeEventAt(buf: Buffer, offset: number): { event: DecodedEvent; next: number } {
+const CACHE_SIZE = 256;
+const cachedMask = new Float64Array(CACHE_SIZE).fill(-1);
+const cachedNames: (readonly EventName[])[] = new Array<readonly EventName[]>(CACHE_SIZE).fill([]);
+const cachedType: DecodedEvent['type'][] = new Array<DecodedEvent['type']>(CACHE_SIZE).fill('unknown');
+
+function slotOf(mask: number): number {
+  return (mask ^ (mask >>> 8) ^ (mask >>> 16) ^ (mask >>> 24)) & (CACHE_SIZE - 1);
+}
+
+/** Offset of the event after the one {@link decodeOne} decoded last. */
+let nextOffset = 0;
+
+/** Decode the event at `offset` and leave the offset of the next one in `nextOffset`. */
+function decodeOne(buf: Buffer, offset: number): DecodedEvent {
   const left = buf.length - offset;
   if (left < METADATA_LEN) throw new DecodeError(`${left} bytes left, an event needs at least ${METADATA_LEN}`, offset);
-  const eventLen = buf.readUInt32LE(offset);
+  const eventLen = u32(buf, offset);
   const vers = buf[offset + 4]!;
-  const metadataLen = buf.readUInt16LE(offset + 6);
+  const metadataLen = u16(buf, offset + 6);
   if (vers !== METADATA_VERSION) throw new DecodeError(`metadata version ${vers}, expected ${METADATA_VERSION}`, offset);
   if (eventLen < METADATA_LEN) throw new DecodeError(`event_len ${eventLen} is shorter than the metadata`, offset);
   if (eventLen > left) throw new DecodeError(`event_len ${eventLen} runs ${eventLen - left} bytes past the batch`, offset);
   if (metadataLen < METADATA_LEN || metadataLen > eventLen) {
     throw new DecodeError(`metadata_len ${metadataLen} is outside ${METADATA_LEN}..${eventLen}`, offset);
   }
-  const mask = readU64(buf, offset + 8);
-  const fd = buf.readInt32LE(offset + 16);
-  const pid = buf.readInt32LE(offset + 20);
-  const end = offset + eventLen;
-  const rec = metadataLen < eventLen ? decodeRecords(buf, offset + metadataLen, end) : undefined;
-  const names = namesOf(mask);
-  const event = {
-    type: eventType(mask, names),
+  const mask = u64(buf, offset + 8);
+  const slot = slotOf(mask);
+  let names: readonly EventName[];
+  let type: DecodedEvent['type'];
+  if (cachedMask[slot] === mask) {
+    names = cachedNames[slot]!;
+    type = cachedType[slot]!;
+  } else {
+    names = namesOf(mask);
+    type = eventType(mask, names);
+    cachedMask[slot] = mask;
+    cachedNames[slot] = names;
+    cachedType[slot] = type;
+  }
+  const ev: Building = {
+    type,
     mask,
     names,
-    pid,
-    fd,
+    pid: s32(buf, offset + 20),
+    fd: s32(buf, offset + 16),
     isDir: (mask & EventBit.ONDIR) !== 0,
-    ...rec,
-  } as DecodedEvent;
-  return { event, next: end };
+  };
+  const end = offset + eventLen;
+  if (metadataLen < eventLen) decodeRecords(buf, offset + metadataLen, end, ev);
+  nextOffset = end;
+  return ev as DecodedEvent;
+}
+
+/**
+ * Decode one event starting at `offset`.
+ * @returns the event and the offset of the next one.
+ * @throws DecodeError when the bytes are malformed.
+ */
+export function decodeEventAt(buf: Buffer, offset: number): { event: DecodedEvent; next: number } {
+  const event = decodeOne(buf, offset);
+  return { event, next: nextOffset };
 }
 
 /**
@@ -162,9 +209,8 @@ export function decodeBatch(buf: Buffer): DecodedEvent[] {
   const events: DecodedEvent[] = [];
   let offset = 0;
   while (offset < buf.length) {
-    const { event, next } = decodeEventAt(buf, offset);
-    events.push(event);
-    offset = next;
+    events.push(decodeOne(buf, offset));
+    offset = nextOffset;
   }
   return events;
 }
