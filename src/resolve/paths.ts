@@ -9,6 +9,7 @@ import type { DecodedEvent } from '../kernel/events.js';
 import type { FileId } from '../kernel/fileid.js';
 import { EventBit } from '../kernel/constants.js';
 import { MountTable } from './mounts.js';
+import { LruMap } from './lru.js';
 
 /** The paths of one event. */
 export interface ResolvedPaths {
@@ -45,7 +46,7 @@ export function isUnder(path: string, prefix: string): boolean {
 
 /** Options of {@link PathResolver}. */
 export interface PathResolverOptions {
-  /** Directory handles kept. Default 16384. */
+  /** Directory handles kept, and as many file handles. Default 16384. */
   readonly cacheSize?: number;
   /** A mount table to share. Default: a new one. */
   readonly mounts?: MountTable;
@@ -57,15 +58,20 @@ export interface PathResolverOptions {
  */
 export class PathResolver {
   readonly mounts: MountTable;
-  readonly #max: number;
-  /** handle key → path; Map order is the LRU order (oldest first). */
-  readonly #dirs = new Map<string, string>();
+  /** Directory handle key → path. Handles of deleted directories stay: they are never reused. */
+  readonly #dirs: LruMap<string, string>;
+  /**
+   * File handle key → last known path, from events that carry both the file's id and its
+   * entry, so id-only events of a file already unlinked (attrib, deleteSelf) keep a path.
+   */
+  readonly #files: LruMap<string, string>;
   /** Counters, for benchmarks and diagnostics. */
   readonly stats = { hits: 0, misses: 0, gone: 0, unresolved: 0 };
 
   constructor(options: PathResolverOptions = {}) {
     this.mounts = options.mounts ?? new MountTable();
-    this.#max = options.cacheSize ?? 16384;
+    this.#dirs = new LruMap(options.cacheSize ?? 16384);
+    this.#files = new LruMap(options.cacheSize ?? 16384);
   }
 
   /** Number of cached directory paths. */
@@ -75,24 +81,20 @@ export class PathResolver {
 
   /** Remember that a directory id has a path. */
   remember(id: FileId, path: string): void {
-    const key = id.key;
-    this.#dirs.delete(key);
-    this.#dirs.set(key, path);
-    if (this.#dirs.size > this.#max) {
-      const oldest = this.#dirs.keys().next().value;
-      if (oldest !== undefined) this.#dirs.delete(oldest);
-    }
+    this.#dirs.set(id.key, path);
   }
 
   /** Forget a directory and everything cached below it. */
   forgetTree(path: string): void {
-    for (const [key, p] of this.#dirs) if (isUnder(p, path)) this.#dirs.delete(key);
+    for (const cache of [this.#dirs, this.#files]) {
+      for (const [key, p] of cache.entries()) if (isUnder(p, path)) cache.delete(key);
+    }
   }
 
   /** Rewrite cached paths after a directory moved from `from` to `to`. */
   moveTree(from: string, to: string): void {
-    for (const [key, p] of this.#dirs) {
-      if (isUnder(p, from)) this.#dirs.set(key, to + p.slice(from.length));
+    for (const cache of [this.#dirs, this.#files]) {
+      for (const [key, p] of cache.entries()) if (isUnder(p, from)) cache.replace(key, to + p.slice(from.length));
     }
   }
 
@@ -101,12 +103,9 @@ export class PathResolver {
    * @returns the path, or a miss reason.
    */
   pathOfDir(id: FileId): string | HandleMiss {
-    const key = id.key;
-    const hit = this.#dirs.get(key);
+    const hit = this.#dirs.get(id.key);
     if (hit !== undefined) {
       this.stats.hits++;
-      this.#dirs.delete(key);
-      this.#dirs.set(key, hit);
       return hit;
     }
     this.stats.misses++;
@@ -152,16 +151,24 @@ export class PathResolver {
       const dir = this.pathOfDir(ev.entry.dir);
       if (!isPath(dir)) return this.#fallback(ev, dir as HandleMiss);
       const path = joinPath(dir, ev.entry.name);
-      if (ev.isDir && ev.entry.name !== '.') this.#trackDir(ev, path);
+      if (ev.entry.name !== '.') {
+        if (ev.isDir) this.#trackDir(ev, path);
+        else if (ev.fid) this.#files.set(ev.fid.key, path);
+      }
       return ev.mask & EventBit.DELETE ? { path, gone: true } : { path };
     }
     return this.#fallback(ev, undefined);
   }
 
-  /** Keep the cache right for directory entries that appear, move or disappear. */
+  /**
+   * Keep the cache right for directory entries that appear or move away. A create merged with
+   * its delete is still remembered: events of the files inside it may follow in the queue.
+   * Deleted directories are not forgotten: their handles are stale forever, so the entry can
+   * only ever name where they were.
+   */
   #trackDir(ev: DecodedEvent, path: string): void {
-    if (ev.mask & (EventBit.DELETE | EventBit.MOVED_FROM)) this.forgetTree(path);
-    else if (ev.mask & (EventBit.CREATE | EventBit.MOVED_TO) && ev.fid) this.remember(ev.fid, path);
+    if (ev.mask & (EventBit.CREATE | EventBit.MOVED_TO) && ev.fid) this.remember(ev.fid, path);
+    else if (ev.mask & EventBit.MOVED_FROM) this.forgetTree(path);
   }
 
   #resolveRename(ev: Extract<DecodedEvent, { type: 'rename' }>): ResolvedPaths {
@@ -173,6 +180,8 @@ export class PathResolver {
       if (oldPath && path) this.moveTree(oldPath, path);
       else if (oldPath) this.forgetTree(oldPath);
       if (path && ev.fid) this.remember(ev.fid, path);
+    } else if (path && ev.fid) {
+      this.#files.set(ev.fid.key, path);
     }
     if (path === undefined && ev.fid) {
       const p = this.#idPath(ev.fid);
@@ -185,11 +194,12 @@ export class PathResolver {
   #fallback(ev: DecodedEvent, miss: HandleMiss | undefined): ResolvedPaths {
     const id = ev.fid ?? ev.dfid;
     if (id) {
-      const p = ev.isDir || id === ev.dfid ? this.pathOfDir(id) : this.openPath(id);
-      if (isPath(p)) {
-        if (ev.isDir && ev.mask & EventBit.DELETE_SELF) this.forgetTree(p);
-        return { path: p };
+      if (!ev.isDir && id === ev.fid) {
+        const known = this.#files.get(id.key);
+        if (known !== undefined) return ev.mask & EventBit.DELETE_SELF ? { path: known, gone: true } : { path: known };
       }
+      const p = ev.isDir || id === ev.dfid ? this.pathOfDir(id) : this.openPath(id);
+      if (isPath(p)) return { path: p };
       miss = p as HandleMiss;
     }
     if (ev.fd >= 0) {
@@ -213,5 +223,6 @@ export class PathResolver {
   close(): void {
     this.mounts.close();
     this.#dirs.clear();
+    this.#files.clear();
   }
 }

@@ -3,6 +3,7 @@
  * @packageDocumentation
  */
 import { readFileSync, readlinkSync } from 'node:fs';
+import { LruMap } from './lru.js';
 
 /** What we know of a process. Fields are undefined when the process is gone or hidden. */
 export interface ProcessInfo {
@@ -60,13 +61,12 @@ export interface ProcessCacheOptions {
  * replaces the entry.
  */
 export class ProcessCache {
-  readonly #entries = new Map<number, Entry>();
-  readonly #size: number;
+  readonly #entries: LruMap<number, Entry>;
   readonly #revalidateMs: number;
   readonly #proc: string;
 
   constructor(options: ProcessCacheOptions = {}) {
-    this.#size = options.size ?? 4096;
+    this.#entries = new LruMap(options.size ?? 4096);
     this.#revalidateMs = options.revalidateMs ?? 1000;
     this.#proc = options.procRoot ?? '/proc';
   }
@@ -83,12 +83,7 @@ export class ProcessCache {
     }
     if (!stat) return entry?.info ?? { pid };
     const info = this.#load(pid, stat);
-    this.#entries.delete(pid);
     this.#entries.set(pid, { info, checkedAt: now });
-    if (this.#entries.size > this.#size) {
-      const oldest = this.#entries.keys().next().value;
-      if (oldest !== undefined) this.#entries.delete(oldest);
-    }
     return info;
   }
 

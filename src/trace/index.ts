@@ -145,12 +145,14 @@ export function trace(options: TraceOptions, onRecords: (records: TraceRecord[])
     const resolved = resolver.resolve(ev);
     if (options.filterMask !== undefined && !(ev.mask & options.filterMask)) return;
     const path = resolved.path;
-    if (roots && !roots.some((r) => (path && isUnder(path, r)) || (resolved.oldPath && isUnder(resolved.oldPath, r)))) {
+    // An event we cannot name might be under the roots: it is delivered, never dropped unseen.
+    const named = path !== undefined || resolved.oldPath !== undefined;
+    if (roots && named && !roots.some((r) => (path && isUnder(path, r)) || (resolved.oldPath && isUnder(resolved.oldPath, r)))) {
       return;
     }
     const proc = processes.get(ev.pid);
     if (options.command !== undefined && proc.comm !== options.command) return;
-    if (path === undefined) stats.withoutPath++;
+    if (!named) stats.withoutPath++;
     batch.push({
       time: now(),
       pid: ev.pid,
