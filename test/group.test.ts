@@ -8,9 +8,9 @@ import * as fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { FanotifyGroup } from '../src/group.js';
 import { FanotifyError } from '../src/errors.js';
-import { useLoopFs, requireRoot } from './helpers/loopfs.js';
+import { useLoopFs, requireRoot, createLoopFs } from './helpers/loopfs.js';
 import { EventLog, brief } from './helpers/events.js';
-import { withMaxQueuedEvents, runInChild } from './helpers/proc.js';
+import { withMaxQueuedEvents, runInChild, execCmd } from './helpers/proc.js';
 
 requireRoot();
 
@@ -157,6 +157,27 @@ describe('errors name the problem and the fix', { timeout: 30_000 }, () => {
       assert.throws(() => group.mark('/tmp', { events: ['bogus' as 'open'] }), /unknown fanotify event "bogus"/);
     } finally {
       void group.close();
+    }
+  });
+});
+
+describe('the resolver never pins a mount', { timeout: 30_000 }, () => {
+  test('a filesystem whose paths were resolved can be unmounted at once (no EBUSY)', async () => {
+    const loop = await createLoopFs({ fstype: 'ext4' });
+    const group = FanotifyGroup.open({ report: ['dfidNameTarget'], ignorePids: [] });
+    try {
+      group.mark(loop.dir, { kind: 'filesystem', events: ['create'], onDir: true });
+      const log = new EventLog(group, loop.dir);
+      fs.mkdirSync(`${loop.dir}/sub`);
+      fs.writeFileSync(`${loop.dir}/sub/f`, '');
+      const seen = await log.takeAtLeast(2);
+      assert.deepEqual(seen.map((s) => brief(s, loop.dir)), ['create/|sub', 'create|sub/f']);
+      // A plain umount (not lazy) must succeed while the group and resolver are alive.
+      await execCmd('umount', [loop.dir]);
+      log.close();
+    } finally {
+      await group.close();
+      await loop.cleanup();
     }
   });
 });

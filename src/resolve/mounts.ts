@@ -67,12 +67,14 @@ export interface FilesystemEntry {
 const ANCHOR_FLAGS = 0o200000 | 0o2000000;
 
 /**
- * Filesystems by fsid, with a lazily opened anchor fd per filesystem for open_by_handle_at.
- * The table reloads itself when asked for an fsid it does not know (a mount appeared).
+ * Filesystems by fsid, and anchors on them for open_by_handle_at. The table reloads itself when
+ * asked for an fsid it does not know (a mount appeared).
+ *
+ * Anchors are opened per lookup and closed at once: an fd held open on a mount point would make
+ * `umount` of a watched filesystem fail with EBUSY. Lookups happen on cache misses only.
  */
 export class MountTable {
   #byFsid = new Map<string, FilesystemEntry>();
-  #anchors = new Map<string, number>();
   #loadedAt = 0;
 
   constructor(private readonly mountInfoPath = '/proc/self/mountinfo') {
@@ -99,13 +101,6 @@ export class MountTable {
       const seen = next.get(fsid);
       if (!seen || better(mount, seen.mount)) next.set(fsid, { fsid, type: id.type, mount });
     }
-    for (const [fsid, fd] of this.#anchors) {
-      const now = next.get(fsid);
-      if (!now || now.mount.mountId !== this.#byFsid.get(fsid)?.mount.mountId) {
-        closeSync(fd);
-        this.#anchors.delete(fsid);
-      }
-    }
     this.#byFsid = next;
     this.#loadedAt = Date.now();
   }
@@ -125,21 +120,24 @@ export class MountTable {
     return this.get(native.fsid(path).fsid.toString('hex'));
   }
 
-  /** An fd on the filesystem for open_by_handle_at, or undefined when the fsid is unknown. */
-  anchor(fsid: string): number | undefined {
-    const open = this.#anchors.get(fsid);
-    if (open !== undefined) return open;
+  /**
+   * Run `fn` with an fd on the filesystem for open_by_handle_at.
+   * @returns fn's result, or undefined when the fsid is unknown or its mount point cannot be opened.
+   */
+  withAnchor<T>(fsid: string, fn: (anchorFd: number) => T): T | undefined {
     const entry = this.get(fsid);
     if (!entry) return undefined;
-    const fd = openSync(entry.mount.mountPoint, ANCHOR_FLAGS);
-    this.#anchors.set(fsid, fd);
-    return fd;
-  }
-
-  /** Close every anchor fd. */
-  close(): void {
-    for (const fd of this.#anchors.values()) closeSync(fd);
-    this.#anchors.clear();
+    let fd: number;
+    try {
+      fd = openSync(entry.mount.mountPoint, ANCHOR_FLAGS);
+    } catch {
+      return undefined; // Unmounted or hidden since the table was read.
+    }
+    try {
+      return fn(fd);
+    } finally {
+      closeSync(fd);
+    }
   }
 }
 

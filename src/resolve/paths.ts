@@ -119,26 +119,27 @@ export class PathResolver {
    * fd's link. Not cached.
    */
   openPath(id: FileId): string | HandleMiss {
-    const anchor = this.mounts.anchor(id.fsid);
-    if (anchor === undefined) return 'unknown-filesystem';
-    let fd: number;
-    try {
-      fd = native.openByHandle(anchor, id.handleType, id.handle, O_PATH_CLOEXEC);
-    } catch (err) {
-      if (isNativeError(err) && (err.code === 'ESTALE' || err.code === 'ENOENT')) {
-        this.stats.gone++;
-        return 'gone';
+    const result = this.mounts.withAnchor(id.fsid, (anchor): string | HandleMiss => {
+      let fd: number;
+      try {
+        fd = native.openByHandle(anchor, id.handleType, id.handle, O_PATH_CLOEXEC);
+      } catch (err) {
+        if (isNativeError(err) && (err.code === 'ESTALE' || err.code === 'ENOENT')) {
+          this.stats.gone++;
+          return 'gone';
+        }
+        return 'error';
       }
-      return 'error';
-    }
-    try {
-      const link = readlinkSync(`/proc/self/fd/${fd}`);
-      return link.endsWith(DELETED_SUFFIX) ? 'gone' : link;
-    } catch {
-      return 'error';
-    } finally {
-      native.close(fd);
-    }
+      try {
+        const link = readlinkSync(`/proc/self/fd/${fd}`);
+        return link.endsWith(DELETED_SUFFIX) ? 'gone' : link;
+      } catch {
+        return 'error';
+      } finally {
+        native.close(fd);
+      }
+    });
+    return result ?? 'unknown-filesystem';
   }
 
   /**
@@ -219,9 +220,8 @@ export class PathResolver {
     return isPath(p) ? p : undefined;
   }
 
-  /** Release the mount anchors. */
+  /** Drop the caches. */
   close(): void {
-    this.mounts.close();
     this.#dirs.clear();
     this.#files.clear();
   }
