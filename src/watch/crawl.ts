@@ -1,0 +1,103 @@
+/**
+ * Walking a tree: for moved-in directories, rescans, snapshots and the inode backend.
+ * @packageDocumentation
+ */
+import { readdirSync, lstatSync, type Dirent } from 'node:fs';
+import { readdir, lstat } from 'node:fs/promises';
+import { joinPath } from '../resolve/paths.js';
+import type { IgnoreMatcher } from './ignore.js';
+
+/** What a crawl records of each entry. */
+export interface EntryState {
+  readonly isDir: boolean;
+  readonly ino: number;
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly ctimeMs: number;
+}
+
+/** Path → state of every entry below a root (the root itself excluded). */
+export type TreeState = Map<string, EntryState>;
+
+function stateOf(st: { isDirectory(): boolean; ino: number; size: number; mtimeMs: number; ctimeMs: number }): EntryState {
+  return { isDir: st.isDirectory(), ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
+}
+
+/**
+ * Every entry below `dir`, depth first, synchronously. Entries that vanish during the walk are
+ * skipped; ignored entries are not entered.
+ */
+export function crawlSync(dir: string, visit: (path: string, isDir: boolean) => void, ignore?: IgnoreMatcher): void {
+  let entries: Dirent[];
+  try {
+    entries = readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return;
+  }
+  for (const e of entries) {
+    const path = joinPath(dir, e.name);
+    if (ignore?.ignores(path)) continue;
+    const isDir = e.isDirectory();
+    visit(path, isDir);
+    if (isDir) crawlSync(path, visit, ignore);
+  }
+}
+
+/** A snapshot of the tree below `root` with lstat data, walked asynchronously. */
+export async function snapshotTree(root: string, ignore?: IgnoreMatcher): Promise<TreeState> {
+  const state: TreeState = new Map();
+  const walk = async (dir: string): Promise<void> => {
+    let entries: Dirent[];
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    const subdirs: string[] = [];
+    await Promise.all(
+      entries.map(async (e) => {
+        const path = joinPath(dir, e.name);
+        if (ignore?.ignores(path)) return;
+        try {
+          const st = stateOf(await lstat(path));
+          state.set(path, st);
+          if (st.isDir) subdirs.push(path);
+        } catch {
+          // Gone during the walk.
+        }
+      }),
+    );
+    for (const d of subdirs) await walk(d);
+  };
+  await walk(root);
+  return state;
+}
+
+/** lstat one path into an {@link EntryState}, or undefined when it does not exist. */
+export function stateOfPath(path: string): EntryState | undefined {
+  try {
+    return stateOf(lstatSync(path));
+  } catch {
+    return undefined;
+  }
+}
+
+/** The differences from `before` to `after`, as creates, updates and deletes. */
+export function diffTrees(
+  before: TreeState,
+  after: TreeState,
+): { type: 'create' | 'update' | 'delete'; path: string; isDir: boolean }[] {
+  const out: { type: 'create' | 'update' | 'delete'; path: string; isDir: boolean }[] = [];
+  for (const [path, was] of before) {
+    const now = after.get(path);
+    if (!now || now.isDir !== was.isDir || now.ino !== was.ino) out.push({ type: 'delete', path, isDir: was.isDir });
+  }
+  for (const [path, now] of after) {
+    const was = before.get(path);
+    if (!was || was.isDir !== now.isDir || was.ino !== now.ino) out.push({ type: 'create', path, isDir: now.isDir });
+    else if (!now.isDir && (was.mtimeMs !== now.mtimeMs || was.size !== now.size || was.ctimeMs !== now.ctimeMs)) {
+      out.push({ type: 'update', path, isDir: false });
+    }
+  }
+  return out;
+}

@@ -1,0 +1,131 @@
+/**
+ * The privileged backend: one fanotify group and one filesystem mark per filesystem, shared by
+ * every root watched on it in this process.
+ * @packageDocumentation
+ */
+import { FanotifyGroup, type GroupEvent } from '../group.js';
+import type { EventName } from '../kernel/names.js';
+import { PathResolver } from '../resolve/paths.js';
+import { MountTable } from '../resolve/mounts.js';
+import { LruMap } from '../resolve/lru.js';
+import { isUnder } from '../resolve/paths.js';
+import type { RootWatch } from './root.js';
+
+/** The events a watcher needs. `rename` carries both sides; ONDIR is added by the mark. */
+export const WATCH_EVENTS: readonly EventName[] = [
+  'create', 'delete', 'modify', 'closeWrite', 'attrib', 'rename', 'moveSelf', 'deleteSelf',
+];
+
+/** A subscriber of a filesystem group: its roots, and where overflows go. */
+export interface FsSubscriber {
+  readonly roots: readonly RootWatch[];
+  overflow(): void;
+  error(path: string, err: Error): void;
+}
+
+const groups = new Map<string, FilesystemGroup>();
+let sharedMounts: MountTable | undefined;
+
+/** One kernel group watching one whole filesystem. */
+export class FilesystemGroup {
+  readonly #group: FanotifyGroup;
+  readonly #resolver: PathResolver;
+  readonly #subscribers = new Set<FsSubscriber>();
+  /** Directories that already carry our ignore mark (evictable: the kernel may drop it). */
+  readonly #ignored = new LruMap<string, true>(4096);
+
+  private constructor(
+    readonly fsid: string,
+    mountPoint: string,
+    mounts: MountTable,
+  ) {
+    this.#group = FanotifyGroup.open({ report: ['dfidNameTarget'], unlimitedQueue: false });
+    try {
+      this.#group.mark(mountPoint, { kind: 'filesystem', events: WATCH_EVENTS, onDir: true });
+    } catch (err) {
+      void this.#group.close();
+      throw err;
+    }
+    this.#resolver = new PathResolver({ mounts });
+    this.#group.listen((ev) => this.#dispatch(ev), {
+      onError: (err) => {
+        const error = err instanceof Error ? err : new Error(String(err));
+        for (const s of this.#subscribers) for (const r of s.roots) s.error(r.root, error);
+      },
+    });
+  }
+
+  /**
+   * The group of the filesystem holding `path`, created on first use.
+   * @throws FanotifyError without CAP_SYS_ADMIN or on a filesystem without file handles.
+   */
+  static forPath(path: string): FilesystemGroup {
+    const mounts = (sharedMounts ??= new MountTable());
+    let fs = mounts.forPath(path);
+    if (!fs) {
+      mounts.reload();
+      fs = mounts.forPath(path);
+    }
+    if (!fs) throw new Error(`watch: ${path} is on no filesystem listed in /proc/self/mountinfo`);
+    let g = groups.get(fs.fsid);
+    if (!g) {
+      g = new FilesystemGroup(fs.fsid, fs.mount.mountPoint, mounts);
+      groups.set(fs.fsid, g);
+    }
+    return g;
+  }
+
+  /** Resolver of this filesystem's events (shared by its roots). */
+  get resolver(): PathResolver {
+    return this.#resolver;
+  }
+
+  add(sub: FsSubscriber): void {
+    this.#subscribers.add(sub);
+  }
+
+  /** Remove a subscriber; the group closes with its last one. */
+  remove(sub: FsSubscriber): void {
+    this.#subscribers.delete(sub);
+    if (this.#subscribers.size === 0) {
+      groups.delete(this.fsid);
+      void this.#group.close();
+      this.#resolver.close();
+    }
+  }
+
+  /**
+   * Stop the kernel reporting a directory's events (an evictable inode ignore mark for its
+   * own events and its children's), unless some root still wants them.
+   */
+  ignoreDirectory(dir: string): void {
+    if (this.#ignored.get(dir)) return;
+    for (const s of this.#subscribers) {
+      for (const r of s.roots) if (isUnder(dir, r.root) && !r.ignore.ignores(dir)) return;
+    }
+    this.#ignored.set(dir, true);
+    try {
+      this.#group.mark(dir, {
+        events: WATCH_EVENTS,
+        ignore: true,
+        surviveModify: true,
+        evictable: true,
+        onDir: true,
+        onChild: true,
+        dontFollow: true,
+      });
+    } catch {
+      // Gone already, or not a directory any more: nothing to silence.
+    }
+  }
+
+  #dispatch(ev: GroupEvent): void {
+    if (ev.type === 'overflow') {
+      for (const s of this.#subscribers) s.overflow();
+      return;
+    }
+    const paths = this.#resolver.resolve(ev);
+    const time = Date.now();
+    for (const s of this.#subscribers) for (const r of s.roots) r.handle(ev, paths, time);
+  }
+}

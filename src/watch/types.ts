@@ -1,0 +1,75 @@
+/**
+ * Public types of the watch service.
+ * @packageDocumentation
+ */
+
+/** Why a subscriber must rescan: its view of the tree may be wrong. */
+export type RescanReason =
+  /** The kernel queue overflowed: events were lost. */
+  | 'overflow'
+  /** The watched root itself was renamed or moved away. */
+  | 'root-moved'
+  /** The watched root was deleted. */
+  | 'root-deleted'
+  /** The root's filesystem was unmounted. */
+  | 'unmounted';
+
+/** A change under a watched root. Paths are absolute. */
+export type WatchEvent =
+  | { readonly type: 'create' | 'update' | 'delete'; readonly path: string; readonly isDir: boolean; readonly time: number }
+  | {
+      readonly type: 'rename';
+      /** The new path. */
+      readonly path: string;
+      readonly oldPath: string;
+      readonly isDir: boolean;
+      readonly time: number;
+    }
+  | {
+      readonly type: 'rescan';
+      /** The root to rescan. */
+      readonly path: string;
+      readonly reason: RescanReason;
+      readonly isDir: true;
+      readonly time: number;
+    }
+  | { readonly type: 'error'; readonly path: string; readonly error: Error; readonly isDir: boolean; readonly time: number };
+
+/** The kind of every {@link WatchEvent}. */
+export type WatchEventType = WatchEvent['type'];
+
+/**
+ * How events are obtained.
+ * - `fanotify`: one filesystem mark per filesystem (needs CAP_SYS_ADMIN); O(1) setup.
+ * - `fanotify-inode`: unprivileged fanotify inode marks, one per directory (Linux 5.13+).
+ * - `auto`: `fanotify` when permitted, else `fanotify-inode`.
+ */
+export type WatchBackend = 'auto' | 'fanotify' | 'fanotify-inode';
+
+/** Options of `watch()`. */
+export interface WatchOptions {
+  /**
+   * Paths or picomatch globs, relative to the root, whose events are not reported. A plain path
+   * ignores everything below it too; a glob matching a directory ignores its contents.
+   */
+  readonly ignore?: readonly string[];
+  /** Batching window in ms: events are coalesced per path within it. Default 30. */
+  readonly debounceMs?: number;
+  /** Which mechanism to use. Default `auto`. */
+  readonly backend?: WatchBackend | string;
+  /**
+   * After an overflow, crawl the tree, diff it against the last known state and emit the
+   * differences (after the `rescan` event). Keeps a snapshot of the tree in memory. Default false.
+   */
+  readonly autoRescan?: boolean;
+}
+
+/** What a subscription says once it is live. */
+export interface ReadyInfo {
+  /** The watched roots (absolute, resolved). */
+  readonly roots: readonly string[];
+  /** The mechanism in use. */
+  readonly backend: Exclude<WatchBackend, 'auto'>;
+  /** Milliseconds from the call to the moment events are being captured. */
+  readonly readyMs: number;
+}
