@@ -39,7 +39,9 @@ export class FilesystemGroup {
     mountPoint: string,
     mounts: MountTable,
   ) {
-    this.#group = FanotifyGroup.open({ report: ['dfidNameTarget'], unlimitedQueue: false });
+    // Our own process's changes are changes too (a dev server writing files); the watch events
+    // include nothing our resolver does (O_PATH opens raise none).
+    this.#group = FanotifyGroup.open({ report: ['dfidNameTarget'], ignorePids: [] });
     try {
       this.#group.mark(mountPoint, { kind: 'filesystem', events: WATCH_EVENTS, onDir: true });
     } catch (err) {

@@ -25,7 +25,7 @@ export class InodeGroup {
     private readonly onOverflow: () => void,
     private readonly onError: (err: Error) => void,
   ) {
-    this.#group = FanotifyGroup.open({ report: ['dfidNameTarget'] });
+    this.#group = FanotifyGroup.open({ report: ['dfidNameTarget'], ignorePids: [] });
   }
 
   /** Mark a root and every directory below it (not ignored ones), then start reading. */
