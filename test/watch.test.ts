@@ -1,0 +1,358 @@
+/**
+ * watch() on real loop filesystems: every rule of the watch service.
+ */
+import { test, describe, before } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { watch } from '../src/watch/index.js';
+import { FanotifyError } from '../src/errors.js';
+import { useLoopFs, requireRoot, createLoopFs } from './helpers/loopfs.js';
+import { withMaxQueuedEvents, runInChild, execCmd } from './helpers/proc.js';
+import { WatchLog, short } from './helpers/watch.js';
+
+requireRoot();
+
+/** Every fanotify group fd of this process with its fdinfo text. */
+function fanotifyFdInfo(): { fd: number; info: string }[] {
+  const out: { fd: number; info: string }[] = [];
+  for (const name of fs.readdirSync('/proc/self/fd')) {
+    try {
+      if (fs.readlinkSync(`/proc/self/fd/${name}`) === 'anon_inode:[fanotify]') {
+        out.push({ fd: Number(name), info: fs.readFileSync(`/proc/self/fdinfo/${name}`, 'utf8') });
+      }
+    } catch {
+      // Closed meanwhile.
+    }
+  }
+  return out;
+}
+
+describe('watch rules on ext4', { timeout: 120_000 }, () => {
+  const loop = useLoopFs({ fstype: 'ext4', sizeMiB: 512 });
+  let n = 0;
+  /** A fresh root directory and a subscription on it. */
+  const setup = async (options: Parameters<typeof watch>[1] = {}): Promise<{ root: string; log: WatchLog; close: () => Promise<void> }> => {
+    const root = `${loop.fs.dir}/case${n++}`;
+    fs.mkdirSync(root);
+    const sub = watch(root, { debounceMs: 20, ...options });
+    const info = await sub.ready;
+    assert.equal(info.backend, 'fanotify');
+    return { root, log: new WatchLog(sub), close: () => sub.close() };
+  };
+
+  test('ready says which backend and how fast', async () => {
+    const root = `${loop.fs.dir}/ready`;
+    fs.mkdirSync(root);
+    const sub = watch(root);
+    const seen: unknown[] = [];
+    sub.on('ready', (i) => seen.push(i));
+    const info = await sub.ready;
+    assert.deepEqual(info.roots, [root]);
+    assert.equal(info.backend, 'fanotify');
+    assert.ok(info.readyMs >= 0 && info.readyMs < 1000, `readyMs ${info.readyMs}`);
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(seen, [info]);
+    await sub.close();
+  });
+
+  test('create, update, delete of files and directories', async () => {
+    const { root, log, close } = await setup();
+    try {
+      fs.writeFileSync(`${root}/a`, '1');
+      assert.deepEqual((await log.take(1)).map((e) => short(e, root)), ['create a']);
+      fs.appendFileSync(`${root}/a`, '2');
+      assert.deepEqual((await log.take(1)).map((e) => short(e, root)), ['update a']);
+      fs.mkdirSync(`${root}/d`);
+      assert.deepEqual((await log.take(1)).map((e) => short(e, root)), ['create d/']);
+      fs.unlinkSync(`${root}/a`);
+      fs.rmdirSync(`${root}/d`);
+      assert.deepEqual((await log.take(2)).map((e) => short(e, root)), ['delete a', 'delete d/']);
+    } finally {
+      await close();
+    }
+  });
+
+  test('events carry path, isDir and time', async () => {
+    const { root, log, close } = await setup();
+    try {
+      const t0 = Date.now();
+      fs.mkdirSync(`${root}/x`);
+      const [ev] = await log.take(1);
+      assert.equal(ev?.type, 'create');
+      assert.equal(ev?.path, `${root}/x`);
+      assert.equal(ev?.isDir, true);
+      assert.ok(ev!.time >= t0 - 5 && ev!.time <= Date.now(), `time ${ev?.time}`);
+    } finally {
+      await close();
+    }
+  });
+
+  test('merged masks: create+write+delete in one burst yields nothing; delete+recreate is an update', async () => {
+    const { root, log, close } = await setup();
+    try {
+      fs.writeFileSync(`${root}/keep`, '0');
+      await log.take(1);
+      // One synchronous burst: the kernel merges CREATE|MODIFY|CLOSE_WRITE|DELETE of the file.
+      fs.writeFileSync(`${root}/tmp`, 'x');
+      fs.unlinkSync(`${root}/tmp`);
+      fs.unlinkSync(`${root}/keep`);
+      fs.writeFileSync(`${root}/keep`, '1');
+      fs.writeFileSync(`${root}/marker`, '');
+      assert.deepEqual((await log.take(2)).map((e) => short(e, root)), ['update keep', 'create marker']);
+    } finally {
+      await close();
+    }
+  });
+
+  test('a rename within the root is one event, for files and directories', async () => {
+    const { root, log, close } = await setup();
+    try {
+      fs.mkdirSync(`${root}/d/e`, { recursive: true });
+      fs.writeFileSync(`${root}/d/e/f`, '');
+      await log.take(3);
+      fs.renameSync(`${root}/d/e/f`, `${root}/d/g`);
+      assert.deepEqual((await log.take(1)).map((e) => short(e, root)), ['rename d/e/f->d/g']);
+      fs.renameSync(`${root}/d`, `${root}/D`);
+      assert.deepEqual((await log.take(1)).map((e) => short(e, root)), ['rename d->D/']);
+      // The cache was fixed: later events below the renamed directory use the new path.
+      fs.writeFileSync(`${root}/D/e/new`, '');
+      assert.deepEqual((await log.take(1)).map((e) => short(e, root)), ['create D/e/new']);
+    } finally {
+      await close();
+    }
+  });
+
+  test('a directory moved in is created with its contents; moved out is deleted', async () => {
+    const { root, log, close } = await setup();
+    const outside = `${loop.fs.dir}/outside${n}`;
+    try {
+      fs.mkdirSync(`${outside}/pkg/lib`, { recursive: true });
+      fs.writeFileSync(`${outside}/pkg/index.js`, '');
+      fs.writeFileSync(`${outside}/pkg/lib/util.js`, '');
+      fs.renameSync(`${outside}/pkg`, `${root}/pkg`);
+      const got = (await log.take(4)).map((e) => short(e, root)).sort();
+      assert.deepEqual(got, ['create pkg/', 'create pkg/index.js', 'create pkg/lib/', 'create pkg/lib/util.js']);
+      fs.renameSync(`${root}/pkg`, `${outside}/back`);
+      assert.deepEqual((await log.take(1)).map((e) => short(e, root)), ['delete pkg/']);
+      fs.writeFileSync(`${outside}/back/ignored-now`, '');
+      fs.writeFileSync(`${root}/after`, '');
+      assert.deepEqual((await log.take(1)).map((e) => short(e, root)), ['create after']);
+    } finally {
+      await close();
+    }
+  });
+
+  test('a file created right after its new directory is never missed (1,000 directories)', async () => {
+    const { root, log, close } = await setup();
+    try {
+      for (let i = 0; i < 1000; i++) {
+        fs.mkdirSync(`${root}/d${i}`);
+        fs.writeFileSync(`${root}/d${i}/f`, 'x');
+      }
+      const events = await log.take(2000, 300, 20_000);
+      const creates = new Set(events.filter((e) => e.type === 'create').map((e) => e.path));
+      for (let i = 0; i < 1000; i++) {
+        assert.ok(creates.has(`${root}/d${i}`), `create d${i}`);
+        assert.ok(creates.has(`${root}/d${i}/f`), `create d${i}/f`);
+      }
+      assert.equal(creates.size, 2000);
+    } finally {
+      await close();
+    }
+  });
+
+  test('ignored paths and globs report nothing, and the kernel is told to stop sending them', async () => {
+    const { root, log, close } = await setup({ ignore: ['node_modules', '**/*.log'] });
+    try {
+      fs.mkdirSync(`${root}/node_modules/dep`, { recursive: true });
+      fs.writeFileSync(`${root}/node_modules/dep/index.js`, '');
+      fs.writeFileSync(`${root}/debug.log`, '');
+      fs.writeFileSync(`${root}/src.js`, '');
+      assert.deepEqual((await log.take(1)).map((e) => short(e, root)), ['create src.js']);
+      // An evictable inode ignore mark now sits on node_modules (and on node_modules/dep).
+      const nm = fs.statSync(`${root}/node_modules`).ino.toString(16);
+      const dep = fs.statSync(`${root}/node_modules/dep`).ino.toString(16);
+      const marks = fanotifyFdInfo().flatMap((g) => g.info.split('\n'));
+      const ignoreMarkOn = (ino: string): boolean =>
+        marks.some((l) => new RegExp(`^fanotify ino:${ino} .*ignored_mask:(?!0\\b)[0-9a-f]+`).test(l));
+      assert.ok(ignoreMarkOn(nm), `ignore mark on node_modules (ino ${nm}):\n${marks.join('\n')}`);
+      assert.ok(ignoreMarkOn(dep), `ignore mark on node_modules/dep (ino ${dep})`);
+      for (let i = 0; i < 50; i++) fs.writeFileSync(`${root}/node_modules/dep/f${i}`, '');
+      fs.writeFileSync(`${root}/visible`, '');
+      assert.deepEqual((await log.take(1)).map((e) => short(e, root)), ['create visible']);
+    } finally {
+      await close();
+    }
+  });
+
+  test('several roots on one filesystem share one group', async () => {
+    const dev = fs.statSync(loop.fs.dir).dev;
+    // fdinfo lists a filesystem mark as "fanotify sdev:<dev> …" (dev in the kernel's encoding).
+    const kdev = (((dev >> 8) & 0xfff) << 20 | (dev & 0xff)).toString(16);
+    const groupsMarking = (): number => fanotifyFdInfo().filter((g) => g.info.includes(`fanotify sdev:${kdev} `)).length;
+    const a = await setup();
+    const b = await setup();
+    try {
+      assert.equal(groupsMarking(), 1, 'one group with one filesystem mark serves both roots');
+      fs.writeFileSync(`${a.root}/x`, '');
+      fs.writeFileSync(`${b.root}/y`, '');
+      assert.deepEqual((await a.log.take(1)).map((e) => short(e, a.root)), ['create x']);
+      assert.deepEqual((await b.log.take(1)).map((e) => short(e, b.root)), ['create y']);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  test('iteration yields batches; breaking out closes the subscription', async () => {
+    const root = `${loop.fs.dir}/iter`;
+    fs.mkdirSync(root);
+    const sub = watch(root, { debounceMs: 10 });
+    await sub.ready;
+    setTimeout(() => fs.writeFileSync(`${root}/it`, ''), 20);
+    for await (const batch of sub) {
+      assert.deepEqual(batch.map((e) => short(e, root)), ['create it']);
+      break;
+    }
+    assert.equal(sub.closed, true);
+  });
+
+  test('the root being deleted ends the subscription with a rescan', async () => {
+    const { root, log } = await setup();
+    const closed = new Promise<void>((r) => log.sub.once('close', () => r()));
+    fs.writeFileSync(`${root}/f`, '');
+    fs.rmSync(root, { recursive: true });
+    await closed;
+    const events = log.events.map((e) => short(e, root));
+    assert.equal(events.at(-1), 'rescan . root-deleted');
+    assert.equal(log.sub.closed, true);
+  });
+
+  test('the root being moved ends the subscription with a rescan', async () => {
+    const { root, log } = await setup();
+    const closed = new Promise<void>((r) => log.sub.once('close', () => r()));
+    fs.renameSync(root, `${root}-moved`);
+    await closed;
+    assert.deepEqual(log.events.map((e) => short(e, root)), ['rescan . root-moved']);
+  });
+
+  test('bad roots and options fail with clear errors', () => {
+    assert.throws(() => watch(`${loop.fs.dir}/nope`), (e: unknown) => e instanceof FanotifyError && /no such directory/.test(e.message));
+    fs.writeFileSync(`${loop.fs.dir}/plainfile`, '');
+    assert.throws(() => watch(`${loop.fs.dir}/plainfile`), /is not a directory/);
+    assert.throws(() => watch(loop.fs.dir, { backend: 'kqueue' }), /unknown backend "kqueue"; choose from auto, fanotify, fanotify-inode/);
+    assert.throws(() => watch(loop.fs.dir, { ignore: ['.'] }), /would ignore the whole root/);
+  });
+});
+
+describe('watch overflow', { timeout: 60_000 }, () => {
+  test('a kernel queue overflow becomes a rescan for the root; autoRescan reports the differences', async () => {
+    const loop = await createLoopFs({ fstype: 'ext4' });
+    try {
+      const root = `${loop.dir}/r`;
+      fs.mkdirSync(root);
+      fs.writeFileSync(`${root}/existing`, 'old');
+      await withMaxQueuedEvents(16, async () => {
+        const sub = watch(root, { debounceMs: 20, autoRescan: true });
+        const log = new WatchLog(sub);
+        await sub.ready;
+        await new Promise((r) => setTimeout(r, 200)); // the autoRescan snapshot is taken after ready
+        try {
+          // 200 creates in one tick: nothing is read meanwhile, so the queue overflows.
+          for (let i = 0; i < 200; i++) fs.writeFileSync(`${root}/f${i}`, '');
+          fs.unlinkSync(`${root}/existing`);
+          const events = await log.until((e) => e.filter((x) => x.type === 'create').length >= 200 && e.some((x) => x.type === 'delete'));
+          const rescans = events.filter((e) => e.type === 'rescan');
+          assert.equal(rescans.length, 1);
+          assert.deepEqual(rescans.map((e) => short(e, root)), ['rescan . overflow']);
+          const creates = new Set(events.filter((e) => e.type === 'create').map((e) => e.path));
+          for (let i = 0; i < 200; i++) assert.ok(creates.has(`${root}/f${i}`), `f${i} reported by the rescan diff`);
+          assert.ok(events.some((e) => e.type === 'delete' && e.path === `${root}/existing`));
+        } finally {
+          await sub.close();
+        }
+      });
+    } finally {
+      await loop.cleanup();
+    }
+  });
+});
+
+describe('watch when the filesystem goes away', { timeout: 60_000 }, () => {
+  test('unmounting the root\'s filesystem ends the subscription with a rescan', async () => {
+    const loop = await createLoopFs({ fstype: 'ext4' });
+    try {
+      const sub = watch(loop.dir, { debounceMs: 10 });
+      const log = new WatchLog(sub);
+      await sub.ready;
+      const closed = new Promise<void>((r) => sub.once('close', () => r()));
+      // The watcher holds nothing open on the filesystem: a plain umount succeeds.
+      await execCmd('umount', [loop.dir]);
+      await closed;
+      assert.deepEqual(log.events.map((e) => short(e, loop.dir)), ['rescan . unmounted']);
+    } finally {
+      await loop.cleanup();
+    }
+  });
+});
+
+describe('unprivileged fallback', { timeout: 60_000 }, () => {
+  const loop = useLoopFs({ fstype: 'ext4' });
+  before(() => {
+    // The mount point's parent is a private temp dir (0700): let the unprivileged user through.
+    fs.chmodSync(`${loop.fs.dir}/..`, 0o755);
+    fs.mkdirSync(`${loop.fs.dir}/user/deep/er`, { recursive: true });
+    chownTree(`${loop.fs.dir}/user`);
+  });
+
+  test('a non-root process watches with per-directory inode marks and says so', async () => {
+    const url = new URL('../src/watch/index.js', import.meta.url).href;
+    const root = `${loop.fs.dir}/user`;
+    const r = await runInChild(
+      `import * as fs from 'node:fs';
+       const { watch } = await import(${JSON.stringify(url)});
+       const sub = watch(${JSON.stringify(root)}, { debounceMs: 20 });
+       const info = await sub.ready;
+       const seen = [];
+       sub.on('events', (b) => seen.push(...b.map((e) => e.type + ' ' + (e.oldPath ? e.oldPath + '->' : '') + e.path)));
+       fs.writeFileSync(${JSON.stringify(`${root}/deep/er/a`)}, 'x');
+       fs.mkdirSync(${JSON.stringify(`${root}/new`)});
+       fs.writeFileSync(${JSON.stringify(`${root}/new/b`)}, 'y');
+       await new Promise((r) => setTimeout(r, 300));
+       fs.renameSync(${JSON.stringify(`${root}/new/b`)}, ${JSON.stringify(`${root}/deep/c`)});
+       await new Promise((r) => setTimeout(r, 300));
+       await sub.close();
+       console.log(JSON.stringify({ uid: process.getuid(), backend: info.backend, seen }));`,
+      { uid: 65534, gid: 65534, module: true, timeoutMs: 20_000 },
+    );
+    const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { uid: number; backend: string; seen: string[] };
+    assert.equal(out.uid, 65534);
+    assert.equal(out.backend, 'fanotify-inode');
+    assert.deepEqual(out.seen, [
+      `create ${root}/deep/er/a`,
+      `create ${root}/new`,
+      `create ${root}/new/b`,
+      `rename ${root}/new/b->${root}/deep/c`,
+    ]);
+  });
+
+  test('backend "fanotify" without privilege fails with the reason', async () => {
+    const url = new URL('../src/watch/index.js', import.meta.url).href;
+    const r = await runInChild(
+      `const { watch } = await import(${JSON.stringify(url)});
+       try { watch(${JSON.stringify(`${loop.fs.dir}/user`)}, { backend: 'fanotify' }); console.log('watching'); }
+       catch (e) { console.log(e.message); }`,
+      { uid: 65534, gid: 65534, module: true },
+    );
+    assert.match(r.stdout, /needs CAP_SYS_ADMIN: run as root/);
+  });
+});
+
+function chownTree(dir: string): void {
+  const walk = (p: string): void => {
+    fs.chownSync(p, 65534, 65534);
+    if (fs.statSync(p).isDirectory()) for (const e of fs.readdirSync(p)) walk(`${p}/${e}`);
+  };
+  walk(dir);
+}
+
