@@ -32,3 +32,15 @@ export {
   type TraceRecord,
   type TraceSession,
 } from './trace/index.js';
+export {
+  watch,
+  Subscription,
+  IgnoreMatcher,
+  type WatchEvent,
+  type WatchEventType,
+  type WatchOptions,
+  type WatchBackend,
+  type ReadyInfo,
+  type RescanReason,
+  type SubscriptionEvents,
+} from './watch/index.js';
