@@ -73,6 +73,37 @@ export async function snapshotTree(root: string, ignore?: IgnoreMatcher): Promis
   return state;
 }
 
+/**
+ * A snapshot of the tree below `root`, synchronously, keyed by path relative to the root. This is
+ * the fast form for large trees (no promise per entry).
+ */
+export function snapshotTreeSync(root: string, ignore?: IgnoreMatcher): TreeState {
+  const state: TreeState = new Map();
+  const prefix = root === '/' ? 1 : root.length + 1;
+  const walk = (dir: string): void => {
+    let entries: Dirent[];
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const path = joinPath(dir, e.name);
+      if (ignore?.ignores(path)) continue;
+      let st: EntryState;
+      try {
+        st = stateOf(lstatSync(path));
+      } catch {
+        continue; // Gone during the walk.
+      }
+      state.set(path.slice(prefix), st);
+      if (st.isDir) walk(path);
+    }
+  };
+  walk(root);
+  return state;
+}
+
 /** lstat one path into an {@link EntryState}, or undefined when it does not exist. */
 export function stateOfPath(path: string): EntryState | undefined {
   try {

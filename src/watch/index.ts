@@ -12,12 +12,24 @@ import { IgnoreMatcher } from './ignore.js';
 import { InodeGroup } from './inode-group.js';
 import { RootWatch } from './root.js';
 import { Subscription } from './subscription.js';
+import { Batcher } from './batch.js';
 import { watchUnmounts } from './unmount.js';
-import type { WatchBackend, WatchOptions } from './types.js';
+import type { WatchBackend, WatchEvent, WatchOptions } from './types.js';
 
 export type { WatchEvent, WatchEventType, WatchOptions, WatchBackend, ReadyInfo, RescanReason } from './types.js';
 export { Subscription, type SubscriptionEvents } from './subscription.js';
 export { IgnoreMatcher } from './ignore.js';
+export { snapshotTree, snapshotTreeSync, diffTrees, stateOfPath, type TreeState, type EntryState } from './crawl.js';
+
+/**
+ * Coalesce a sequence of events the way a batch is coalesced: one create/update/delete per path
+ * in first-seen order, create+delete → nothing, delete+create → update; renames keep their place.
+ */
+export function coalesce(events: Iterable<WatchEvent>): WatchEvent[] {
+  const b = new Batcher();
+  for (const ev of events) b.add(ev);
+  return b.take();
+}
 
 const BACKENDS: readonly WatchBackend[] = ['auto', 'fanotify', 'fanotify-inode'];
 
