@@ -44,3 +44,20 @@ export {
   type RescanReason,
   type SubscriptionEvents,
 } from './watch/index.js';
+export {
+  openJournal,
+  Recorder,
+  JournalStore,
+  DEFAULT_RETENTION,
+  defaultStateDir,
+  parseCursor,
+  formatCursor,
+  type Journal,
+  type JournalOptions,
+  type JournalChange,
+  type SinceResult,
+  type SinceOptions,
+  type FreshReason,
+  type RecorderOptions,
+  type Retention,
+} from './journal/index.js';

@@ -6,6 +6,7 @@
 import { Command } from 'commander';
 import { traceCommand } from './trace.js';
 import { watchCommand } from './watch.js';
+import { journalCommand } from './journal.js';
 import { reportFailure } from './output.js';
 
 const program = new Command('fan')
@@ -20,6 +21,7 @@ const program = new Command('fan')
     `
 Examples:
   sudo fan watch --json /srv/app       changes under /srv/app as NDJSON, ready in constant time
+  sudo fan journal run /srv/app        record changes; then: fan journal since /srv/app CURSOR
   sudo fan trace                       every file access on every real filesystem
   sudo fan trace --json /srv           NDJSON records for accesses under /srv
   sudo fan trace -c -f +D<> -s 10      creates, deletes and renames on this mount, 10 seconds
@@ -28,6 +30,7 @@ Exit status: 0 on success, 1 on a runtime failure, 2 on a usage error.`,
   );
 
 program.addCommand(watchCommand());
+program.addCommand(journalCommand());
 program.addCommand(traceCommand());
 
 program.exitOverride((err) => {

@@ -13,7 +13,7 @@ import { Recorder, COOKIE_PREFIX, pidAlive, type RecorderOptions } from './recor
 
 export { Recorder, DEFAULT_RETENTION, type RecorderOptions, type Retention, pidAlive } from './recorder.js';
 export { JournalStore, defaultStateDir, type RootRow, type LoggedChange } from './store.js';
-export { parseCursor, formatCursor, type CursorParts } from './cursor.js';
+export { parseCursor, formatCursor, rootTag, type CursorParts } from './cursor.js';
 
 /** Why a `since` result is a fresh instance: the caller must treat its view as unknown. */
 export type FreshReason =
