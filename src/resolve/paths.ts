@@ -162,14 +162,41 @@ export class PathResolver {
   }
 
   /**
-   * Keep the cache right for directory entries that appear or move away. A create merged with
-   * its delete is still remembered: events of the files inside it may follow in the queue.
-   * Deleted directories are not forgotten: their handles are stale forever, so the entry can
-   * only ever name where they were.
+   * Keep the cache right for directory entries that appear, disappear or move away. A create
+   * merged with its delete is still remembered: events of the files inside it may follow in the
+   * queue. A deleted directory is remembered too: its handle is stale forever, so the entry can
+   * only ever name where it was, and it names the parent of earlier deletes inside it (see
+   * {@link resolveAll}).
    */
   #trackDir(ev: DecodedEvent, path: string): void {
-    if (ev.mask & (EventBit.CREATE | EventBit.MOVED_TO) && ev.fid) this.remember(ev.fid, path);
+    if (ev.mask & (EventBit.CREATE | EventBit.MOVED_TO | EventBit.DELETE) && ev.fid) this.remember(ev.fid, path);
     else if (ev.mask & EventBit.MOVED_FROM) this.forgetTree(path);
+  }
+
+  /**
+   * Resolve the events of one read batch. An event whose directory was already gone when read
+   * (`rm -r` of a tree we never saw) is retried after the rest of the batch: the delete of that
+   * directory, later in the queue, carries its id and its own parent, so the path of a deleted
+   * tree is rebuilt from the top down.
+   */
+  resolveAll(events: readonly DecodedEvent[]): ResolvedPaths[] {
+    const out = events.map((ev) => this.resolve(ev));
+    let pending: number[] = [];
+    for (let i = 0; i < out.length; i++) {
+      const ev = events[i]!;
+      if (out[i]!.path === undefined && (ev.entry || (ev.type === 'rename' && (ev.from || ev.to)))) pending.push(i);
+    }
+    while (pending.length > 0) {
+      const still: number[] = [];
+      for (const i of pending) {
+        const r = this.resolve(events[i]!);
+        if (r.path !== undefined) out[i] = r;
+        else still.push(i);
+      }
+      if (still.length === pending.length) break;
+      pending = still;
+    }
+    return out;
   }
 
   #resolveRename(ev: Extract<DecodedEvent, { type: 'rename' }>): ResolvedPaths {

@@ -6,7 +6,7 @@ import { FanotifyGroup, type GroupEvent } from '../group.js';
 import { FanotifyError } from '../errors.js';
 import { EventBit } from '../kernel/constants.js';
 import type { EventName } from '../kernel/names.js';
-import { PathResolver, ProcessCache, PSEUDO_FILESYSTEMS, isUnder, type FilesystemEntry } from '../resolve/index.js';
+import { PathResolver, ProcessCache, PSEUDO_FILESYSTEMS, isUnder, type FilesystemEntry, type ResolvedPaths } from '../resolve/index.js';
 
 /** fatrace's type letters, in fatrace's order, plus ours for what fatrace does not show. */
 const LETTERS: readonly [number, string][] = [
@@ -132,29 +132,26 @@ export function trace(options: TraceOptions, onRecords: (records: TraceRecord[])
   }
   const roots = options.paths?.map((p) => p.replace(/\/+$/, '') || '/');
   const stats = { events: 0, records: 0, withoutPath: 0, overflows: 0 };
-  let batch: TraceRecord[] = [];
   const now = (): number => performance.timeOrigin + performance.now();
 
-  const handle = (ev: GroupEvent): void => {
+  const toRecord = (ev: GroupEvent, resolved: ResolvedPaths, time: number): TraceRecord | undefined => {
     stats.events++;
     if (ev.type === 'overflow') {
       stats.overflows++;
-      batch.push({ time: now(), pid: 0, events: ev.names, types: '', isDir: false, overflow: true });
-      return;
+      return { time, pid: 0, events: ev.names, types: '', isDir: false, overflow: true };
     }
-    const resolved = resolver.resolve(ev);
-    if (options.filterMask !== undefined && !(ev.mask & options.filterMask)) return;
+    if (options.filterMask !== undefined && !(ev.mask & options.filterMask)) return undefined;
     const path = resolved.path;
     // An event we cannot name might be under the roots: it is delivered, never dropped unseen.
     const named = path !== undefined || resolved.oldPath !== undefined;
     if (roots && named && !roots.some((r) => (path && isUnder(path, r)) || (resolved.oldPath && isUnder(resolved.oldPath, r)))) {
-      return;
+      return undefined;
     }
     const proc = processes.get(ev.pid);
-    if (options.command !== undefined && proc.comm !== options.command) return;
+    if (options.command !== undefined && proc.comm !== options.command) return undefined;
     if (!named) stats.withoutPath++;
-    batch.push({
-      time: now(),
+    return {
+      time,
       pid: ev.pid,
       comm: proc.comm,
       exe: proc.exe,
@@ -165,17 +162,28 @@ export function trace(options: TraceOptions, onRecords: (records: TraceRecord[])
       oldPath: resolved.oldPath,
       deleted: resolved.gone,
       isDir: ev.isDir,
-    });
+    };
   };
 
-  group.listen(handle, {
+  // Events are resolved a read batch at a time, so deletes inside a tree removed before we read
+  // them still get their paths (PathResolver.resolveAll).
+  let batch: GroupEvent[] = [];
+  group.listen((ev) => void batch.push(ev), {
     onError: options.onError,
     onBatchEnd: () => {
       if (batch.length === 0) return;
-      const out = batch;
+      const events = batch;
       batch = [];
-      stats.records += out.length;
-      onRecords(out);
+      const time = now();
+      const paths = resolver.resolveAll(events);
+      const records: TraceRecord[] = [];
+      for (let i = 0; i < events.length; i++) {
+        const r = toRecord(events[i]!, paths[i]!, time);
+        if (r) records.push(r);
+      }
+      if (records.length === 0) return;
+      stats.records += records.length;
+      onRecords(records);
     },
   });
 

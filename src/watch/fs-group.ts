@@ -31,8 +31,10 @@ export class FilesystemGroup {
   readonly #group: FanotifyGroup;
   readonly #resolver: PathResolver;
   readonly #subscribers = new Set<FsSubscriber>();
-  /** Directories that already carry our ignore mark (evictable: the kernel may drop it). */
+  /** Directories that carry our ignore mark, by path (evictable: the kernel may drop it). */
   readonly #ignored = new LruMap<string, true>(4096);
+  /** Events of the read batch being received. */
+  readonly #batch: GroupEvent[] = [];
 
   private constructor(
     readonly fsid: string,
@@ -49,7 +51,9 @@ export class FilesystemGroup {
       throw err;
     }
     this.#resolver = new PathResolver({ mounts });
-    this.#group.listen((ev) => this.#dispatch(ev), {
+    // Events are resolved a read batch at a time: see PathResolver.resolveAll.
+    this.#group.listen((ev) => void this.#batch.push(ev), {
+      onBatchEnd: () => this.#dispatch(this.#batch.splice(0)),
       onError: (err) => {
         const error = err instanceof Error ? err : new Error(String(err));
         for (const s of this.#subscribers) for (const r of s.roots) s.error(r.root, error);
@@ -82,8 +86,12 @@ export class FilesystemGroup {
     return this.#resolver;
   }
 
+  /** Add a subscriber; ignore marks that would hide what it wants are removed. */
   add(sub: FsSubscriber): void {
     this.#subscribers.add(sub);
+    for (const [dir] of [...this.#ignored.entries()]) {
+      if (sub.roots.some((r) => isUnder(dir, r.root) && !r.ignore.ignores(dir))) this.#unignore(dir);
+    }
   }
 
   /** Remove a subscriber; the group closes with its last one. */
@@ -101,10 +109,7 @@ export class FilesystemGroup {
    * own events and its children's), unless some root still wants them.
    */
   ignoreDirectory(dir: string): void {
-    if (this.#ignored.get(dir)) return;
-    for (const s of this.#subscribers) {
-      for (const r of s.roots) if (isUnder(dir, r.root) && !r.ignore.ignores(dir)) return;
-    }
+    if (this.#ignored.get(dir) || this.#wanted(dir)) return;
     this.#ignored.set(dir, true);
     try {
       this.#group.mark(dir, {
@@ -121,13 +126,47 @@ export class FilesystemGroup {
     }
   }
 
-  #dispatch(ev: GroupEvent): void {
-    if (ev.type === 'overflow') {
-      for (const s of this.#subscribers) s.overflow();
-      return;
+  /** Some root wants the events of this directory. */
+  #wanted(dir: string): boolean {
+    for (const s of this.#subscribers) {
+      for (const r of s.roots) if (isUnder(dir, r.root) && !r.ignore.ignores(dir)) return true;
     }
-    const paths = this.#resolver.resolve(ev);
+    return false;
+  }
+
+  /** Remove our ignore mark from a directory. */
+  #unignore(dir: string): void {
+    this.#ignored.delete(dir);
+    try {
+      this.#group.unmark(dir, { events: WATCH_EVENTS, ignore: true, onDir: true, onChild: true, dontFollow: true });
+    } catch {
+      // Gone, or the kernel evicted the mark already.
+    }
+  }
+
+  /** A directory moved: ignore marks below it moved with it, and may now hide wanted events. */
+  #dirRenamed(from: string, to: string): void {
+    for (const [dir] of [...this.#ignored.entries()]) {
+      if (!isUnder(dir, from)) continue;
+      const now = to + dir.slice(from.length);
+      this.#ignored.delete(dir);
+      if (this.#wanted(now)) this.#unignore(now);
+      else this.#ignored.set(now, true);
+    }
+  }
+
+  #dispatch(events: GroupEvent[]): void {
+    const paths = this.#resolver.resolveAll(events);
     const time = Date.now();
-    for (const s of this.#subscribers) for (const r of s.roots) r.handle(ev, paths, time);
+    for (let i = 0; i < events.length; i++) {
+      const ev = events[i]!;
+      if (ev.type === 'overflow') {
+        for (const s of this.#subscribers) s.overflow();
+        continue;
+      }
+      const p = paths[i]!;
+      if (ev.type === 'rename' && ev.isDir && p.oldPath !== undefined && p.path !== undefined) this.#dirRenamed(p.oldPath, p.path);
+      for (const s of this.#subscribers) for (const r of s.roots) r.handle(ev, p, time);
+    }
   }
 }

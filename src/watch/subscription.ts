@@ -149,9 +149,15 @@ export class Subscription extends EventEmitter<SubscriptionEvents> implements As
     for (const ev of batch) {
       for (const [root, state] of this.#snapshots) {
         if (!isUnder(ev.path, root)) continue;
-        if (ev.type === 'delete' || ev.type === 'rename') {
-          const gone = ev.type === 'rename' ? ev.oldPath : ev.path;
-          for (const p of state.keys()) if (isUnder(p, gone)) state.delete(p);
+        if (ev.type === 'rename') {
+          // The entries below a renamed directory moved with it, unchanged.
+          for (const [p, st] of [...state]) {
+            if (!isUnder(p, ev.oldPath)) continue;
+            state.delete(p);
+            state.set(ev.path + p.slice(ev.oldPath.length), st);
+          }
+        } else if (ev.type === 'delete') {
+          for (const p of state.keys()) if (isUnder(p, ev.path)) state.delete(p);
         }
         if (ev.type === 'create' || ev.type === 'update' || ev.type === 'rename') {
           const st = stateOfPath(ev.path);
