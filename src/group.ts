@@ -276,6 +276,14 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
     this.#modifyMark(MarkFlag.REMOVE, path, options);
   }
 
+  /**
+   * Add a mark on the object an open fd refers to, e.g. an event's fd (fanotify_mark with a NULL
+   * path). This is how an ignore mark is placed on exactly the file an event was about.
+   */
+  markFd(fd: number, options: Omit<MarkOptions, 'dirFd'>): void {
+    this.#modifyMark(MarkFlag.ADD, null, { ...options, dirFd: fd });
+  }
+
   /** Remove every mark of a kind (`inode` also flushes ignore marks' inode marks). */
   flush(kind: MarkKind = 'inode'): void {
     this.#assertOpen();
@@ -286,7 +294,7 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
     }
   }
 
-  #modifyMark(op: number, path: string, o: MarkOptions): void {
+  #modifyMark(op: number, path: string | null, o: MarkOptions): void {
     this.#assertOpen();
     const kind = o.kind ?? 'inode';
     let flags = op | KIND_FLAGS[kind];
@@ -304,11 +312,12 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
     } catch (err) {
       let fsType: number | undefined;
       try {
-        fsType = native.fsid(path).type;
+        fsType = path === null ? native.fsidOfFd(o.dirFd ?? -1).type : native.fsid(path).type;
       } catch {
         // The path itself may be the problem; the message then says so without a type.
       }
-      throw explainMarkError(err, { path, kind, mask, groupFlags: this.flags, fsType });
+      const where = path ?? `fd ${o.dirFd ?? -1}`;
+      throw explainMarkError(err, { path: where, kind, mask, groupFlags: this.flags, fsType });
     }
   }
 

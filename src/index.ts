@@ -61,3 +61,22 @@ export {
   type RecorderOptions,
   type Retention,
 } from './journal/index.js';
+export {
+  Guard,
+  loadPolicy,
+  parsePolicy,
+  policyFrom,
+  PolicyError,
+  WorkerPool,
+  GuardMetrics,
+  type GuardOptions,
+  type DecisionRecord,
+  type Policy,
+  type PolicyInput,
+  type Rule,
+  type RuleVerdict,
+  type AccessContext,
+  type AccessKind,
+  type HandlerDecision,
+} from './guard/index.js';
+export * from './scan/index.js';

@@ -7,6 +7,7 @@ import { Command } from 'commander';
 import { traceCommand } from './trace.js';
 import { watchCommand } from './watch.js';
 import { journalCommand } from './journal.js';
+import { guardCommand, scanCommand } from './guard.js';
 import { reportFailure } from './output.js';
 
 const program = new Command('fan')
@@ -22,6 +23,8 @@ const program = new Command('fan')
 Examples:
   sudo fan watch --json /srv/app       changes under /srv/app as NDJSON, ready in constant time
   sudo fan journal run /srv/app        record changes; then: fan journal since /srv/app CURSOR
+  sudo fan guard -p policy.yaml /srv   answer opens under /srv by policy rules
+  sudo fan scan --clamd /run/clamav/clamd.ctl --prevent /home   on-access virus scanning
   sudo fan trace                       every file access on every real filesystem
   sudo fan trace --json /srv           NDJSON records for accesses under /srv
   sudo fan trace -c -f +D<> -s 10      creates, deletes and renames on this mount, 10 seconds
@@ -31,6 +34,8 @@ Exit status: 0 on success, 1 on a runtime failure, 2 on a usage error.`,
 
 program.addCommand(watchCommand());
 program.addCommand(journalCommand());
+program.addCommand(guardCommand());
+program.addCommand(scanCommand());
 program.addCommand(traceCommand());
 
 program.exitOverride((err) => {

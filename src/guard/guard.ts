@@ -1,0 +1,327 @@
+/**
+ * The guard engine: answers permission events through policy rules, handlers, worker threads and
+ * scanners, within a deadline, with a kernel-side decision cache.
+ * @packageDocumentation
+ */
+import { readlinkSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
+import { FanotifyGroup, isPermissionEvent, type GroupEvent, type PermissionEvent } from '../group.js';
+import { FanotifyError } from '../errors.js';
+import type { EventName } from '../kernel/names.js';
+import type { DenyErrno } from '../kernel/constants.js';
+import { DENY_ERRNOS } from '../kernel/constants.js';
+import { isUnder } from '../resolve/paths.js';
+import { ProcessCache } from '../resolve/process.js';
+import { CompiledPolicy, type AccessContext, type AccessKind, type Policy, type Rule, type RuleVerdict } from './policy.js';
+import { WorkerPool, type HandlerDecision } from './workers.js';
+import { GuardMetrics } from './metrics.js';
+import type { Scanner, ScanResult } from '../scan/scanner.js';
+
+/** One decision, as logged. */
+export interface DecisionRecord {
+  readonly time: string;
+  readonly pid: number;
+  readonly comm?: string;
+  readonly exe?: string;
+  readonly uid?: number;
+  readonly event: AccessKind;
+  readonly path: string;
+  /** What was answered to the kernel (`allow` in a dry run whatever was decided). */
+  readonly answer: 'allow' | 'deny';
+  /** What the policy decided. */
+  readonly decision: RuleVerdict | 'default';
+  readonly errno?: DenyErrno;
+  /** Rule name, or `#index`, or `default`. */
+  readonly rule: string;
+  readonly latencyMs: number;
+  /** An ignore mark now answers this file's later accesses in the kernel. */
+  readonly cached: boolean;
+  readonly dryRun?: boolean;
+  /** For scans. */
+  readonly signature?: string;
+  readonly error?: string;
+  /** The group answered first (deadline) with its error verdict. */
+  readonly late?: boolean;
+}
+
+/** Options of {@link Guard.start}. */
+export interface GuardOptions {
+  /** Directories (or files) to guard. Their mounts (or filesystems) are marked. */
+  readonly paths: readonly string[];
+  readonly policy: Policy;
+  /** Mark whole filesystems instead of mounts. Default `mount`. */
+  readonly markKind?: 'mount' | 'filesystem';
+  /** Decides `ask` rules in this thread. */
+  readonly handler?: (ctx: AccessContext) => HandlerDecision | Promise<HandlerDecision>;
+  /** Decides `ask` rules in worker threads: a module whose default export is the handler. */
+  readonly workers?: { readonly module: string; readonly size: number };
+  /** Decides `scan` rules. */
+  readonly scanner?: Scanner;
+  /** What an infected file gets. Default: deny (EPERM). */
+  readonly onInfected?: (record: DecisionRecord & { signature: string }) => void | Promise<void>;
+  /** Place kernel ignore marks for files found clean/allowed. Default true. */
+  readonly cache?: boolean;
+  /** Decide and log, but always allow. */
+  readonly dryRun?: boolean;
+  /** Receives every decision (the NDJSON decision log). */
+  readonly log?: (record: DecisionRecord) => void;
+  /** More pids that are always allowed at once (e.g. the scanner daemon). */
+  readonly excludePids?: readonly number[];
+  /**
+   * Paths the guard itself writes (its log, state, quarantine). Guarding them is fine with
+   * permission events (our own pid is answered at once, and the guard only uses async I/O), but
+   * with pre-content events our own writes would wait on ourselves: refused.
+   */
+  readonly ownPaths?: readonly string[];
+}
+
+const EVENT_KIND: Record<string, AccessKind> = {
+  openPerm: 'open',
+  accessPerm: 'access',
+  openExecPerm: 'exec',
+  preAccess: 'access',
+};
+const KIND_EVENTS: Record<AccessKind, EventName> = { open: 'openPerm', access: 'accessPerm', exec: 'openExecPerm' };
+
+/** A running guard. */
+export class Guard {
+  readonly #group: FanotifyGroup;
+  readonly #roots: string[];
+  readonly #processes = new ProcessCache();
+  readonly #options: GuardOptions;
+  readonly #workers: WorkerPool | undefined;
+  #policy: CompiledPolicy;
+  readonly metrics = new GuardMetrics();
+  #closed = false;
+
+  private constructor(group: FanotifyGroup, roots: string[], policy: CompiledPolicy, options: GuardOptions, workers?: WorkerPool) {
+    this.#group = group;
+    this.#roots = roots;
+    this.#policy = policy;
+    this.#options = options;
+    this.#workers = workers;
+  }
+
+  /**
+   * Start guarding.
+   * @throws FanotifyError for a configuration that cannot work: missing privilege, a filesystem
+   * without pre-content support where an errno rule needs it, own paths under a pre-content
+   * guard, `ask` rules without a handler, `scan` rules without a scanner.
+   */
+  static start(options: GuardOptions): Guard {
+    const policy = new CompiledPolicy(options.policy);
+    checkConfig(options, policy);
+    const roots = options.paths.map((p) => resolvePath(p));
+    const preContent = policy.needsErrno;
+    const group = FanotifyGroup.open({
+      class: preContent ? 'preContent' : 'content',
+      timeoutMs: options.policy.timeoutMs,
+      defaultVerdict: options.policy.onError,
+      ignorePids: [process.pid, ...(options.excludePids ?? [])],
+      unlimitedQueue: true,
+      unlimitedMarks: true,
+    });
+    const events = options.policy.events.map((k) => KIND_EVENTS[k]);
+    try {
+      for (const root of roots) group.mark(root, { kind: options.markKind ?? 'mount', events });
+    } catch (err) {
+      void group.close();
+      throw err;
+    }
+    const workers = options.workers ? new WorkerPool(options.workers.module, options.workers.size) : undefined;
+    const guard = new Guard(group, roots, policy, options, workers);
+    group.listen((ev) => guard.#handle(ev), { onError: () => guard.metrics.errors++ });
+    return guard;
+  }
+
+  /** The policy in force. */
+  get policy(): Policy {
+    return this.#policy.policy;
+  }
+
+  /** Permission events read and not yet answered. */
+  get pending(): number {
+    return this.#group.pendingCount;
+  }
+
+  /**
+   * Replace the policy and forget every cached decision. The event classes and the deadline stay
+   * those of the start (a different pre-content need requires a restart).
+   */
+  reload(policy: Policy): void {
+    const next = new CompiledPolicy(policy);
+    checkConfig({ ...this.#options, policy }, next);
+    if (next.needsErrno && !this.#policy.needsErrno) {
+      throw new FanotifyError('guard: the new policy denies with an errno, which needs a restart in a pre-content group', 'EINVAL');
+    }
+    this.#policy = next;
+    this.flushCache();
+  }
+
+  /** Forget every cached decision (after a signature update, or on command). */
+  flushCache(): void {
+    // Guard marks are mount/filesystem marks; every inode mark of the group is a cache entry.
+    this.#group.flush('inode');
+    this.metrics.cacheFlushes++;
+  }
+
+  async #handle(ev: GroupEvent): Promise<void> {
+    if (!isPermissionEvent(ev)) return;
+    const t0 = performance.now();
+    const event = EVENT_KIND[ev.type] ?? 'open';
+    let path: string;
+    try {
+      path = readlinkSync(`/proc/self/fd/${ev.fd}`);
+    } catch {
+      path = '';
+    }
+    if (!this.#roots.some((r) => isUnder(path, r))) {
+      // Same mount, outside what we guard: allow, and never see this file again. The mark goes
+      // on before the answer: answering closes the event fd.
+      this.#cache(ev, event, true);
+      ev.allow();
+      this.metrics.outside++;
+      return;
+    }
+    const proc = this.#processes.get(ev.pid);
+    const parent = proc.ppid !== undefined ? this.#processes.get(proc.ppid).comm : undefined;
+    const ctx: AccessContext = { path, event, pid: ev.pid, uid: proc.uid, gid: proc.gid, comm: proc.comm, exe: proc.exe, parent };
+    const match = this.#policy.decide(ctx);
+    const decision: RuleVerdict | 'default' = match?.rule.verdict ?? 'default';
+    const ruleName = match ? (match.rule.name ?? `#${match.index}`) : 'default';
+    let answer: 'allow' | 'deny';
+    let errno: DenyErrno | undefined;
+    let signature: string | undefined;
+    let error: string | undefined;
+    let cacheable = this.#options.cache !== false && this.#policy.cacheable(ctx, match?.index);
+    switch (decision) {
+      case 'default':
+        answer = this.#policy.policy.default;
+        break;
+      case 'allow':
+      case 'audit':
+        answer = 'allow';
+        cacheable &&= decision === 'allow' && match!.rule.cache !== false;
+        break;
+      case 'deny':
+        answer = 'deny';
+        errno = match!.rule.errno;
+        break;
+      case 'scan': {
+        const res = await this.#scan(ev, path);
+        if (res.verdict === 'clean') answer = 'allow';
+        else if (res.verdict === 'infected') {
+          answer = 'deny';
+          signature = res.signature;
+        } else {
+          answer = this.#policy.policy.onError;
+          error = res.error.message;
+        }
+        cacheable &&= res.verdict === 'clean' && match!.rule.cache !== false;
+        break;
+      }
+      case 'ask': {
+        try {
+          const d = await (this.#workers ? this.#workers.run(ctx) : this.#options.handler!(ctx));
+          const verdict = typeof d === 'string' ? d : d.verdict;
+          answer = verdict === 'deny' ? 'deny' : 'allow';
+          if (typeof d !== 'string' && d.errno !== undefined) {
+            if (!Object.hasOwn(DENY_ERRNOS, d.errno)) throw new Error(`handler returned an errno the kernel refuses: ${d.errno}`);
+            errno = d.errno as DenyErrno;
+          }
+        } catch (err) {
+          answer = this.#policy.policy.onError;
+          error = err instanceof Error ? err.message : String(err);
+        }
+        cacheable = false;
+        break;
+      }
+    }
+    const dryRun = this.#options.dryRun ?? false;
+    const late = ev.answered;
+    // The mark goes on before the answer: answering closes the event fd.
+    const cached = !dryRun && !late && answer === 'allow' && cacheable && this.#cache(ev, event, false);
+    if (!late) {
+      if (answer === 'allow' || dryRun) ev.allow();
+      else ev.deny(errno);
+    }
+    const record: DecisionRecord = {
+      time: new Date().toISOString(),
+      pid: ev.pid,
+      comm: proc.comm,
+      exe: proc.exe,
+      uid: proc.uid,
+      event,
+      path,
+      answer: late ? this.#policy.policy.onError : dryRun ? 'allow' : answer,
+      decision,
+      ...(errno ? { errno } : {}),
+      rule: ruleName,
+      latencyMs: performance.now() - t0,
+      cached,
+      ...(dryRun ? { dryRun } : {}),
+      ...(signature ? { signature } : {}),
+      ...(error ? { error } : {}),
+      ...(late ? { late } : {}),
+    };
+    this.metrics.record(record);
+    this.#options.log?.(record);
+    if (signature && this.#options.onInfected) await this.#options.onInfected({ ...record, signature });
+  }
+
+  async #scan(ev: PermissionEvent, path: string): Promise<ScanResult> {
+    try {
+      return await this.#options.scanner!.scan({ fd: ev.fd, path });
+    } catch (err) {
+      return { verdict: 'error', error: err instanceof Error ? err : new Error(String(err)) };
+    }
+  }
+
+  /**
+   * Let the kernel answer this file's later accesses of this kind itself: an inode ignore mark
+   * that the kernel drops when the file is modified.
+   */
+  #cache(ev: PermissionEvent, event: AccessKind, all: boolean): boolean {
+    if (this.#options.cache === false) return false;
+    try {
+      const events = all ? this.#policy.policy.events.map((k) => KIND_EVENTS[k]) : [KIND_EVENTS[event]];
+      this.#group.markFd(ev.fd, { events, ignore: true });
+      this.metrics.cacheInserts++;
+      return true;
+    } catch {
+      return false; // Too many marks, or a filesystem that refuses: the next access asks again.
+    }
+  }
+
+  /** Stop: answer every pending event with the error verdict, release the group and workers. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#group.close();
+    await this.#workers?.close();
+  }
+}
+
+function checkConfig(options: GuardOptions, policy: CompiledPolicy): void {
+  const rules: readonly Rule[] = options.policy.rules;
+  if (options.paths.length === 0) throw new FanotifyError('guard: no path to guard', 'EINVAL');
+  if (rules.some((r) => r.verdict === 'ask') && !options.handler && !options.workers) {
+    throw new FanotifyError('guard: the policy has "ask" rules but no handler or workers module was given', 'EINVAL');
+  }
+  if (rules.some((r) => r.verdict === 'scan') && !options.scanner) {
+    throw new FanotifyError('guard: the policy has "scan" rules but no scanner was given (e.g. --clamd SOCKET)', 'EINVAL');
+  }
+  if (policy.needsErrno) {
+    for (const own of options.ownPaths ?? []) {
+      const abs = resolvePath(own);
+      const guarded = options.paths.map((p) => resolvePath(p)).find((p) => isUnder(abs, p));
+      if (guarded) {
+        throw new FanotifyError(
+          `guard: ${abs} (written by the guard itself) is under the guarded ${guarded}, and errno rules need pre-content ` +
+            'events, which stop every write until answered: the guard would wait on itself. Move it outside the guarded paths.',
+          'EDEADLK',
+        );
+      }
+    }
+  }
+}

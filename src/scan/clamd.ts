@@ -1,0 +1,740 @@
+/**
+ * A clamd client: `zFILDES` (the event's fd passed over the unix socket with SCM_RIGHTS) or
+ * `zINSTREAM` (the content streamed in length-prefixed chunks, read with positional reads so
+ * the fd's offset is untouched), over a pool of connections reused through clamd sessions
+ * (`zIDSESSION` … `zEND`), with a per-scan deadline and retries on connection failures.
+ *
+ * Verified against clamd 1.4.6:
+ * - `zFILDES\0` must reach clamd before (or in the same message as, but not on) the byte the
+ *   fd rides on: the fd attached to `zFILDES\0` alone is refused with "PROTOCOL ERROR:
+ *   ancillary data sent without FILDES". We send `zFILDES\0` plus one NUL byte, with the fd, in
+ *   one sendmsg (clamdscan sends the command, then one byte with the fd, in two).
+ * - In a session, replies carry the request id (`3: fd[11]: OK`) and pipelined replies can
+ *   arrive out of order; we keep one request in flight per connection and check the id.
+ * - An error reply can be followed by a second one ("PROTOCOL ERROR… ERROR\0Error processing
+ *   command. ERROR\0"), so a connection that saw an error is never reused.
+ *
+ * @module
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import { promisify } from 'node:util';
+import { native, isNativeError } from '../native.js';
+import { CLEAN, errorResult, type ScanResult, type ScanTarget, type Scanner } from './scanner.js';
+
+const fsRead = promisify(fs.read);
+const fsFstat = promisify(fs.fstat);
+
+/** clamd's StreamMaxLength default (25 MiB). */
+export const DEFAULT_MAX_STREAM_BYTES = 25 * 1024 * 1024;
+
+/** Options of {@link ClamdScanner}. */
+export interface ClamdOptions {
+  /** clamd's unix socket path (LocalSocket), or its TCP address (TCPSocket; INSTREAM only). */
+  socket: string | { host: string; port: number };
+  /** 'fildes' passes the fd (unix sockets only; the default there), 'instream' streams the content. */
+  mode?: 'fildes' | 'instream';
+  /** INSTREAM: files larger than this are not sent but answered with an error (default 25 MiB, clamd's StreamMaxLength default). */
+  maxStreamBytes?: number;
+  /** INSTREAM chunk size (default 64 KiB). */
+  chunkBytes?: number;
+  /** Each scan (waiting for a connection included) answers within this many ms (default 10000). */
+  timeoutMs?: number;
+  /** Extra attempts after a connection failure (refused, reset, closed without answer); default 1. */
+  retries?: number;
+  /** Delay before a retry, in ms (default 50). */
+  retryDelayMs?: number;
+  /** Scans in flight at once, and connections kept (default 4). */
+  poolSize?: number;
+  /** Reuse connections through clamd sessions (zIDSESSION); default true. false: one connection per request. */
+  sessions?: boolean;
+  /** Pooled connections idle longer than this are closed instead of reused (default 20000; clamd's IdleTimeout default is 30 s). */
+  idleMs?: number;
+}
+
+/** What went wrong in a clamd exchange (on ClamdError.code). */
+export type ClamdErrorCode =
+  | 'ENOENT' // no socket at that path
+  | 'ECONNREFUSED' // socket exists, nobody listens
+  | 'ECONNRESET' // connection broke mid-request
+  | 'ECLOSED' // clamd closed without answering, or the scanner was closed
+  | 'ETIMEDOUT' // no answer within timeoutMs
+  | 'EABORTED' // the caller's AbortSignal fired
+  | 'EFBIG' // INSTREAM: file larger than maxStreamBytes
+  | 'ECLAMD' // clamd answered ERROR
+  | 'EPROTO' // an answer we cannot parse, or the wrong request id
+  | 'EIO'; // reading the file or sending the fd failed
+
+/** A clamd failure, naming the socket and what went wrong. */
+export class ClamdError extends Error {
+  override readonly name = 'ClamdError';
+  constructor(
+    message: string,
+    readonly code: ClamdErrorCode | string,
+    /** The socket path or host:port. */
+    readonly socket: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reply parsing
+
+/** A clamd reply split into its session request id (when present) and its text. */
+export interface ClamdReply {
+  /** The `N: ` request id of an IDSESSION reply. */
+  readonly id: number | undefined;
+  /** The text without the id prefix, the trailing NUL/newline and surrounding blanks. */
+  readonly body: string;
+}
+
+/** A clamd scan reply, parsed. */
+export type ClamdScanReply =
+  | { readonly kind: 'clean'; readonly id: number | undefined; readonly subject: string }
+  | { readonly kind: 'infected'; readonly id: number | undefined; readonly subject: string; readonly signature: string }
+  | { readonly kind: 'error'; readonly id: number | undefined; readonly message: string }
+  | { readonly kind: 'unknown'; readonly id: number | undefined; readonly text: string };
+
+/** Split a raw reply into request id and body; accepts a trailing NUL or newline or none. */
+export function splitClamdReply(raw: string | Buffer): ClamdReply {
+  const text = (typeof raw === 'string' ? raw : raw.toString('utf8')).replace(/[\0\r\n]+$/, '').trim();
+  const m = /^(\d+): ([\s\S]*)$/.exec(text);
+  if (m) return { id: Number(m[1]), body: (m[2] ?? '').trim() };
+  return { id: undefined, body: text };
+}
+
+/**
+ * Parse a scan reply: `stream: OK`, `fd[10]: Eicar-Signature FOUND`,
+ * `INSTREAM size limit exceeded. ERROR`, each optionally with a `N: ` id prefix and a trailing NUL.
+ */
+export function parseClamdReply(raw: string | Buffer): ClamdScanReply {
+  const { id, body } = splitClamdReply(raw);
+  const found = /^([\s\S]*): (.+) FOUND$/.exec(body);
+  if (found) return { kind: 'infected', id, subject: found[1] ?? '', signature: (found[2] ?? '').trim() };
+  if (body === 'ERROR' || body.endsWith(' ERROR')) {
+    return { kind: 'error', id, message: body.slice(0, -'ERROR'.length).trim() || 'ERROR' };
+  }
+  const ok = /^([\s\S]*): OK$/.exec(body);
+  if (ok) return { kind: 'clean', id, subject: ok[1] ?? '' };
+  return { kind: 'unknown', id, text: body };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+const CONNECTION_CODES = new Set(['ENOENT', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ENOTCONN', 'EAGAIN', 'ECLOSED', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+function errCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+function isConnectionError(err: unknown): boolean {
+  const code = errCode(err);
+  return code !== undefined && CONNECTION_CODES.has(code);
+}
+
+/** Resolve/reject with p, or reject with signal.reason when the signal fires first. */
+function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e as Error);
+      },
+    );
+  });
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return raceAbort(
+    new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      signal.addEventListener('abort', () => clearTimeout(t), { once: true });
+    }),
+    signal,
+  );
+}
+
+function positiveInt(value: number | undefined, fallback: number, name: string, min = 1): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < min) throw new RangeError(`ClamdScanner: ${name} must be an integer ≥ ${min}, got ${value}`);
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One connection
+
+/** Whether a request still waits for a pool slot, and how long it waited. */
+interface QueueState {
+  waiting: boolean;
+  waitedMs: number;
+}
+
+/** Given to a request's sender. */
+interface SendControl {
+  /** False once a reply arrived, the connection closed or the request was aborted: stop sending. */
+  stillSending(): boolean;
+  /** Call right after issuing the request's last bytes. */
+  sent(): void;
+}
+
+interface Waiter {
+  resolve(reply: ClamdReply): void;
+  reject(err: Error): void;
+}
+
+/** One connection to clamd, with at most one request in flight. */
+class Connection {
+  readonly socket: net.Socket;
+  #buffer: Buffer[] = [];
+  #waiter: Waiter | undefined;
+  #closeError: Error | undefined;
+  #nextId = 1;
+  /** True once the connection must not be reused (error reply, stray data, protocol trouble). */
+  broken = false;
+  closed = false;
+  lastUsed = Date.now();
+  uses = 0;
+  onClose: (() => void) | undefined;
+
+  constructor(
+    socket: net.Socket,
+    readonly where: string,
+    readonly session: boolean,
+  ) {
+    this.socket = socket;
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('end', () => {
+      // A reply without its NUL terminator, then EOF: deliver what we have.
+      const rest = Buffer.concat(this.#buffer);
+      this.#buffer = [];
+      if (rest.length > 0 && rest.some((b) => b !== 0x0a && b !== 0x20)) this.#deliver(rest);
+      this.#close(new ClamdError(`clamd at ${where} closed the connection without answering`, 'ECLOSED', where));
+    });
+    socket.on('error', (err: Error) => {
+      const code = errCode(err) ?? 'EIO';
+      this.#close(new ClamdError(`clamd at ${where}: connection failed (${code}): ${err.message}`, code, where, { cause: err }));
+    });
+    socket.on('close', () => {
+      this.#close(new ClamdError(`clamd at ${where} closed the connection without answering`, 'ECLOSED', where));
+    });
+  }
+
+  /** The connected socket's fd (for sendmsg), or undefined. */
+  get fd(): number | undefined {
+    const fd = (this.socket as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
+    return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+  }
+
+  #onData(chunk: Buffer): void {
+    let start = 0;
+    for (;;) {
+      const nul = chunk.indexOf(0, start);
+      if (nul < 0) break;
+      const part = chunk.subarray(start, nul);
+      const whole = this.#buffer.length > 0 ? Buffer.concat([...this.#buffer, part]) : part;
+      this.#buffer = [];
+      this.#deliver(whole);
+      start = nul + 1;
+    }
+    if (start < chunk.length) this.#buffer.push(chunk.subarray(start));
+  }
+
+  #deliver(raw: Buffer): void {
+    const reply = splitClamdReply(raw);
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    if (waiter) waiter.resolve(reply);
+    else this.broken = true; // a reply nobody asked for (e.g. the second line of an error)
+  }
+
+  #close(err: Error): void {
+    if (!this.closed) {
+      this.closed = true;
+      this.#closeError = err;
+      this.socket.destroy();
+      this.onClose?.();
+    }
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    waiter?.reject(err);
+  }
+
+  /** Destroy the socket; a pending request fails with err. */
+  fail(err: Error): void {
+    this.broken = true;
+    this.#close(err);
+  }
+
+  /** Close politely (zEND in a session). */
+  end(): void {
+    if (this.closed) return;
+    this.broken = true;
+    if (this.session) this.socket.end('zEND\0');
+    else this.socket.end();
+    const t = setTimeout(() => this.socket.destroy(), 1000);
+    t.unref();
+  }
+
+  /** Write bytes; resolves once handed to the kernel. With `last`, calls last.sent() once issued. */
+  write(data: Buffer | string, last?: SendControl): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      if (this.closed) {
+        reject(this.#closeError ?? new ClamdError(`clamd at ${this.where}: connection closed`, 'ECLOSED', this.where));
+        return;
+      }
+      this.socket.write(data, (err) => (err ? reject(err) : resolve()));
+      last?.sent();
+    });
+  }
+
+  /**
+   * Send one request and wait for its reply. If `send` fails, the connection is destroyed.
+   * `send` calls `ctl.sent()` once the last bytes are issued; a reply that arrives before that
+   * (clamd refusing a stream early) leaves the connection unusable, and `ctl.stillSending()`
+   * turns false so the sender stops.
+   */
+  async request(send: (ctl: SendControl) => Promise<void>, signal: AbortSignal): Promise<ClamdReply> {
+    if (this.closed) throw this.#closeError ?? new ClamdError(`clamd at ${this.where}: connection closed`, 'ECLOSED', this.where);
+    if (this.#waiter) throw new Error('internal: two requests on one clamd connection');
+    const id = this.session ? this.#nextId++ : undefined;
+    this.uses++;
+    let answered = false;
+    const reply = new Promise<ClamdReply>((resolve, reject) => {
+      this.#waiter = {
+        resolve: (r) => {
+          answered = true;
+          resolve(r);
+        },
+        reject: (e) => {
+          answered = true;
+          reject(e);
+        },
+      };
+    });
+    reply.catch(() => {}); // observed below; avoid an unhandled rejection while sending
+    this.socket.ref();
+    let sent = false;
+    const ctl: SendControl = {
+      stillSending: () => !answered && !this.closed && !signal.aborted,
+      sent: () => {
+        if (!answered) sent = true;
+      },
+    };
+    try {
+      send(ctl).catch((err: unknown) => {
+        const code = errCode(err) ?? 'EIO';
+        const e =
+          err instanceof ClamdError
+            ? err
+            : new ClamdError(`clamd at ${this.where}: sending the request failed (${code}): ${(err as Error).message}`, code, this.where, { cause: err });
+        this.fail(e);
+      });
+      const r = await raceAbort(reply, signal);
+      // An answer before the whole request went out (clamd refusing a stream early): the
+      // connection's protocol state is unknown, so it is not reused.
+      if (!sent) this.broken = true;
+      if (id !== undefined && r.id !== id) {
+        this.broken = true;
+        throw new ClamdError(`clamd at ${this.where} answered request ${String(r.id)} when ${id} was expected: ${JSON.stringify(r.body)}`, 'EPROTO', this.where);
+      }
+      this.lastUsed = Date.now();
+      return r;
+    } catch (err) {
+      // A timed-out or aborted request leaves a reply in flight: never reuse the connection.
+      this.fail(err as Error);
+      throw err;
+    } finally {
+      if (!this.closed) this.socket.unref();
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scanner
+
+/**
+ * clamd as a {@link Scanner}: pooled session connections, `zFILDES` or `zINSTREAM`,
+ * a deadline per scan, retries on connection failures. Never throws from scan().
+ */
+export class ClamdScanner implements Scanner {
+  readonly name: string;
+  readonly mode: 'fildes' | 'instream';
+  readonly #where: string;
+  readonly #connect: () => net.Socket;
+  readonly #maxStreamBytes: number;
+  readonly #chunkBytes: number;
+  readonly #timeoutMs: number;
+  readonly #retries: number;
+  readonly #retryDelayMs: number;
+  readonly #poolSize: number;
+  readonly #sessions: boolean;
+  readonly #idleMs: number;
+  readonly #idle: Connection[] = [];
+  readonly #all = new Set<Connection>();
+  readonly #slotWaiters: (() => void)[] = [];
+  #inFlight = 0;
+  #closed = false;
+  /** Abort functions of the requests running now (close() fires them). */
+  readonly #running = new Set<(reason: Error) => void>();
+
+  constructor(options: ClamdOptions) {
+    const { socket } = options;
+    if (typeof socket === 'string') {
+      if (socket.length === 0) throw new TypeError('ClamdScanner: socket path is empty');
+      this.#where = socket;
+      this.#connect = () => net.createConnection({ path: socket });
+    } else {
+      if (typeof socket !== 'object' || socket === null || typeof socket.host !== 'string' || !Number.isInteger(socket.port)) {
+        throw new TypeError('ClamdScanner: socket must be a unix socket path or { host, port }');
+      }
+      this.#where = `${socket.host}:${socket.port}`;
+      this.#connect = () => net.createConnection({ host: socket.host, port: socket.port });
+    }
+    this.mode = options.mode ?? (typeof socket === 'string' ? 'fildes' : 'instream');
+    if (this.mode !== 'fildes' && this.mode !== 'instream') throw new TypeError(`ClamdScanner: mode must be 'fildes' or 'instream', got ${String(this.mode)}`);
+    if (this.mode === 'fildes' && typeof socket !== 'string') {
+      throw new TypeError(`ClamdScanner: mode 'fildes' passes the fd over a unix socket; clamd at ${this.#where} is TCP, use mode 'instream'`);
+    }
+    this.#maxStreamBytes = positiveInt(options.maxStreamBytes, DEFAULT_MAX_STREAM_BYTES, 'maxStreamBytes', 0);
+    this.#chunkBytes = positiveInt(options.chunkBytes, 64 * 1024, 'chunkBytes');
+    this.#timeoutMs = positiveInt(options.timeoutMs, 10_000, 'timeoutMs');
+    this.#retries = positiveInt(options.retries, 1, 'retries', 0);
+    this.#retryDelayMs = positiveInt(options.retryDelayMs, 50, 'retryDelayMs', 0);
+    this.#poolSize = positiveInt(options.poolSize, 4, 'poolSize');
+    this.#sessions = options.sessions ?? true;
+    this.#idleMs = positiveInt(options.idleMs, 20_000, 'idleMs', 0);
+    this.name = `clamd:${this.#where}`;
+  }
+
+  /** The socket path or host:port. */
+  get socket(): string {
+    return this.#where;
+  }
+
+  /** Connections open now (idle and busy). */
+  get connections(): number {
+    return this.#all.size;
+  }
+
+  /** Scan the open file; see {@link Scanner.scan}. */
+  async scan(target: ScanTarget, signal?: AbortSignal): Promise<ScanResult> {
+    const what = `${this.mode === 'fildes' ? 'FILDES' : 'INSTREAM'} scan of ${target.path}`;
+    try {
+      if (!Number.isInteger(target.fd) || target.fd < 0) {
+        throw new ClamdError(`clamd at ${this.#where}: ${what}: bad fd ${String(target.fd)}`, 'EIO', this.#where);
+      }
+      let size: number | undefined;
+      if (this.mode === 'instream') {
+        size = target.size ?? (await fsFstat(target.fd)).size;
+        if (size > this.#maxStreamBytes) throw this.#tooBig(target.path, size);
+      }
+      return await this.#withDeadline(what, signal, async (conn, sig) => {
+        const reply = await conn.request(
+          (ctl) => (this.mode === 'fildes' ? this.#sendFildes(conn, target.fd, ctl, sig) : this.#sendInstream(conn, target, ctl)),
+          sig,
+        );
+        // Throws on ERROR and unparseable replies, so that connection is not reused.
+        return this.#result(reply, target.path);
+      });
+    } catch (err) {
+      return errorResult(this.#explain(err, what));
+    }
+  }
+
+  /** zPING: true when clamd answers PONG within timeoutMs. Never throws. */
+  async ping(signal?: AbortSignal): Promise<boolean> {
+    try {
+      const reply = await this.#withDeadline('PING', signal, (conn, sig) => conn.request((ctl) => conn.write('zPING\0', ctl), sig));
+      return reply.body === 'PONG';
+    } catch {
+      return false;
+    }
+  }
+
+  /** zVERSION: clamd's version line, e.g. `ClamAV 1.4.6/27000/…`. Throws a ClamdError on failure. */
+  async version(signal?: AbortSignal): Promise<string> {
+    try {
+      const reply = await this.#withDeadline('VERSION', signal, (conn, sig) => conn.request((ctl) => conn.write('zVERSION\0', ctl), sig));
+      if (!/^ClamAV /.test(reply.body)) {
+        throw new ClamdError(`clamd at ${this.#where} gave an unexpected VERSION reply: ${JSON.stringify(reply.body)}`, 'EPROTO', this.#where);
+      }
+      return reply.body;
+    } catch (err) {
+      throw this.#explain(err, 'VERSION');
+    }
+  }
+
+  /** Close all connections (ending sessions); scans still running or waiting answer { verdict: 'error' }. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const reason = new ClamdError(`clamd at ${this.#where}: the scanner is closed`, 'ECLOSED', this.#where);
+    for (const abort of [...this.#running]) abort(reason);
+    const sockets = [...this.#all].map((c) => c.socket);
+    for (const c of this.#idle.splice(0)) c.end();
+    for (const c of this.#all) if (!c.closed) c.fail(new ClamdError(`clamd at ${this.#where}: the scanner is closed`, 'ECLOSED', this.#where));
+    await Promise.all(
+      sockets.map((s) => (s.closed ? undefined : new Promise<void>((resolve) => s.once('close', () => resolve())))),
+    );
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  #tooBig(path: string, size: number): ClamdError {
+    return new ClamdError(
+      `${path} is larger than maxStreamBytes (${size} > ${this.#maxStreamBytes} bytes): not scanned, as clamd would answer "INSTREAM size limit exceeded"`,
+      'EFBIG',
+      this.#where,
+    );
+  }
+
+  #result(reply: ClamdReply, path: string): ScanResult {
+    const parsed = parseClamdReply(reply.body);
+    switch (parsed.kind) {
+      case 'clean':
+        return CLEAN;
+      case 'infected':
+        return { verdict: 'infected', signature: parsed.signature };
+      case 'error':
+        throw new ClamdError(`clamd at ${this.#where} could not scan ${path}: ${parsed.message}`, 'ECLAMD', this.#where);
+      default:
+        throw new ClamdError(`clamd at ${this.#where} gave an unexpected reply for ${path}: ${JSON.stringify(reply.body)}`, 'EPROTO', this.#where);
+    }
+  }
+
+  /** Turn any failure into a ClamdError whose message names the socket and what happened. */
+  #explain(err: unknown, what: string): Error {
+    const code = errCode(err);
+    if (err instanceof ClamdError) {
+      if (code === 'ENOENT' || code === 'ECONNREFUSED') {
+        return new ClamdError(`clamd at ${this.#where} is unreachable (${code}): is clamd running?`, code, this.#where, { cause: err });
+      }
+      return err;
+    }
+    if (code === 'ENOENT' || code === 'ECONNREFUSED' || code === 'EACCES' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH') {
+      return new ClamdError(
+        `clamd at ${this.#where} is unreachable (${code})${code === 'EACCES' ? ': no permission on the socket' : ': is clamd running?'}`,
+        code,
+        this.#where,
+        { cause: err },
+      );
+    }
+    const message = err instanceof Error ? err.message : String(err);
+    return new ClamdError(`clamd at ${this.#where}: ${what} failed${code ? ` (${code})` : ''}: ${message}`, code ?? 'EIO', this.#where, { cause: err });
+  }
+
+  /** Run fn on a pooled connection within the scan deadline, with retries on connection errors. */
+  async #withDeadline<T>(what: string, signal: AbortSignal | undefined, fn: (conn: Connection, signal: AbortSignal) => Promise<T>): Promise<T> {
+    if (this.#closed) throw new ClamdError(`clamd at ${this.#where}: the scanner is closed`, 'ECLOSED', this.#where);
+    const ctl = new AbortController();
+    const abort = (reason: Error): void => {
+      if (!ctl.signal.aborted) ctl.abort(reason);
+    };
+    const started = performance.now();
+    const queue: QueueState = { waiting: true, waitedMs: 0 };
+    const timer = setTimeout(() => {
+      const pool = `poolSize ${this.#poolSize}`;
+      const message = queue.waiting
+        ? `clamd at ${this.#where}: no free connection within ${this.#timeoutMs} ms (${pool}, all busy) for ${what}`
+        : `clamd at ${this.#where} did not answer within ${this.#timeoutMs} ms (${what}${
+            queue.waitedMs >= 1 ? `; ${Math.round(queue.waitedMs)} ms of it waiting for a free connection, ${pool}` : ''
+          })`;
+      abort(new ClamdError(message, 'ETIMEDOUT', this.#where));
+    }, this.#timeoutMs);
+    const onCallerAbort = (): void => abort(new ClamdError(`clamd at ${this.#where}: ${what} aborted by the caller`, 'EABORTED', this.#where, { cause: signal?.reason }));
+    if (signal?.aborted) onCallerAbort();
+    signal?.addEventListener('abort', onCallerAbort, { once: true });
+    this.#running.add(abort);
+    try {
+      return await this.#attempts(ctl.signal, fn, () => {
+        queue.waiting = false;
+        queue.waitedMs = performance.now() - started;
+      });
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onCallerAbort);
+      this.#running.delete(abort);
+    }
+  }
+
+  async #attempts<T>(signal: AbortSignal, fn: (conn: Connection, signal: AbortSignal) => Promise<T>, onSlot: () => void): Promise<T> {
+    await this.#acquireSlot(signal);
+    onSlot();
+    try {
+      let retriesLeft = this.#retries;
+      for (;;) {
+        const pooled = this.#takeIdle();
+        let conn: Connection;
+        try {
+          conn = pooled ?? (await this.#open(signal));
+        } catch (err) {
+          if (!signal.aborted && isConnectionError(err) && retriesLeft-- > 0) {
+            await sleep(this.#retryDelayMs, signal);
+            continue;
+          }
+          throw err;
+        }
+        try {
+          const value = await fn(conn, signal);
+          this.#release(conn);
+          return value;
+        } catch (err) {
+          conn.fail(err as Error);
+          if (signal.aborted) throw signal.reason;
+          if (isConnectionError(err)) {
+            // A pooled session that clamd closed (IdleTimeout, restart): reconnect without
+            // counting it as a retry. A fresh connection that broke uses up a retry.
+            if (pooled) continue;
+            if (retriesLeft-- > 0) {
+              await sleep(this.#retryDelayMs, signal);
+              continue;
+            }
+          }
+          throw err;
+        }
+      }
+    } finally {
+      this.#releaseSlot();
+    }
+  }
+
+  #acquireSlot(signal: AbortSignal): Promise<void> {
+    if (this.#inFlight < this.#poolSize && this.#slotWaiters.length === 0) {
+      this.#inFlight++;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve, reject) => {
+      const grant = (): void => {
+        signal.removeEventListener('abort', onAbort);
+        this.#inFlight++;
+        resolve();
+      };
+      const onAbort = (): void => {
+        const i = this.#slotWaiters.indexOf(grant);
+        if (i >= 0) this.#slotWaiters.splice(i, 1);
+        reject(signal.reason as Error);
+      };
+      if (signal.aborted) {
+        onAbort();
+        return;
+      }
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#slotWaiters.push(grant);
+    });
+  }
+
+  #releaseSlot(): void {
+    this.#inFlight--;
+    const next = this.#slotWaiters.shift();
+    if (next) next();
+  }
+
+  #takeIdle(): Connection | undefined {
+    for (;;) {
+      const conn = this.#idle.pop();
+      if (!conn) return undefined;
+      if (conn.closed || conn.broken) continue;
+      if (Date.now() - conn.lastUsed > this.#idleMs) {
+        conn.end();
+        continue;
+      }
+      return conn;
+    }
+  }
+
+  #release(conn: Connection): void {
+    if (this.#closed || !this.#sessions || conn.closed || conn.broken) {
+      conn.end();
+      return;
+    }
+    this.#idle.push(conn);
+  }
+
+  async #open(signal: AbortSignal): Promise<Connection> {
+    const socket = this.#connect();
+    const conn = new Connection(socket, this.#where, this.#sessions);
+    this.#all.add(conn);
+    conn.onClose = () => {
+      this.#all.delete(conn);
+      const i = this.#idle.indexOf(conn);
+      if (i >= 0) this.#idle.splice(i, 1);
+    };
+    try {
+      await raceAbort(
+        new Promise<void>((resolve, reject) => {
+          const onError = (err: Error): void => reject(err);
+          socket.once('error', onError);
+          socket.once('connect', () => {
+            socket.off('error', onError);
+            resolve();
+          });
+        }),
+        signal,
+      );
+      if (this.#sessions) await raceAbort(conn.write('zIDSESSION\0'), signal);
+      socket.unref();
+      return conn;
+    } catch (err) {
+      conn.fail(err as Error);
+      throw err;
+    }
+  }
+
+  /** zFILDES\0 and one NUL byte, with the fd attached, in one sendmsg. */
+  async #sendFildes(conn: Connection, fd: number, ctl: SendControl, signal: AbortSignal): Promise<void> {
+    const sock = conn.fd;
+    if (sock === undefined) throw new ClamdError(`clamd at ${this.#where}: the connection has no fd to send with`, 'EIO', this.#where);
+    const data = Buffer.from('zFILDES\0\0', 'latin1');
+    let delay = 1;
+    for (;;) {
+      try {
+        const sent = native.sendFd(sock, fd, data);
+        if (sent < data.length) await conn.write(data.subarray(sent), ctl);
+        else ctl.sent();
+        return;
+      } catch (err) {
+        if (isNativeError(err) && (err.code === 'EAGAIN' || err.code === 'EWOULDBLOCK')) {
+          await sleep(delay, signal);
+          delay = Math.min(delay * 2, 50);
+          continue;
+        }
+        if (isNativeError(err) && (err.code === 'EBADF' || err.code === 'ENOTSOCK') && conn.closed) {
+          throw new ClamdError(`clamd at ${this.#where} closed the connection without answering`, 'ECLOSED', this.#where, { cause: err });
+        }
+        throw err;
+      }
+    }
+  }
+
+  /** zINSTREAM\0, then length-prefixed chunks read with pread, then a zero-length chunk. */
+  async #sendInstream(conn: Connection, target: ScanTarget, ctl: SendControl): Promise<void> {
+    await conn.write('zINSTREAM\0');
+    let position = 0;
+    for (;;) {
+      if (!ctl.stillSending()) return;
+      // Read at most one byte past the cap, to notice a file that grew beyond it.
+      const want = Math.min(this.#chunkBytes, this.#maxStreamBytes + 1 - position);
+      if (want <= 0) throw this.#tooBig(target.path, position);
+      const chunk = Buffer.allocUnsafe(4 + want);
+      const { bytesRead } = await fsRead(target.fd, chunk, 4, want, position);
+      if (bytesRead === 0) break;
+      position += bytesRead;
+      if (position > this.#maxStreamBytes) throw this.#tooBig(target.path, position);
+      chunk.writeUInt32BE(bytesRead, 0);
+      if (!ctl.stillSending()) return;
+      await conn.write(chunk.subarray(0, 4 + bytesRead));
+    }
+    if (ctl.stillSending()) await conn.write(Buffer.alloc(4), ctl);
+  }
+}
