@@ -85,6 +85,12 @@ export interface GroupOptions {
   /** Size of one read() buffer. Default 256 KiB. */
   readonly readBufferSize?: number;
   /**
+   * After each read, wait this long (ms) before reading again, so that a busy stream is read in
+   * large batches instead of a wake-up every few events. Costs this much latency; meant for
+   * notification consumers (watch, trace), not for permission events. Default 0.
+   */
+  readonly batchDelayMs?: number;
+  /**
    * Events held in memory (queued or being handled) before the group stops reading, leaving
    * the rest in the kernel queue (which then overflows visibly rather than growing our memory).
    * Default 8192.
@@ -218,7 +224,10 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
   // Listener state.
   #inFlight = 0;
   #onError: (err: unknown) => void = (err) => process.emitWarning(err instanceof Error ? err : String(err));
+  /** Paused because too much is held (backpressure). */
   #paused = false;
+  /** Paused between reads to let a batch accumulate (batchDelayMs). */
+  #napping = false;
 
   private constructor(fd: number, flags: number, options: GroupOptions) {
     this.fd = fd;
@@ -431,8 +440,20 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
       if (batch) {
         this.#ingest(batch, deliver);
         onBatchEnd?.();
+        this.#nap();
       }
     });
+  }
+
+  #nap(): void {
+    const delay = this.options.batchDelayMs ?? 0;
+    if (delay <= 0 || this.#napping || !this.#reader) return;
+    this.#napping = true;
+    this.#reader.pause();
+    setTimeout(() => {
+      this.#napping = false;
+      if (this.#reader && !this.#paused) this.#reader.resume();
+    }, delay);
   }
 
   #ingest(batch: Buffer, deliver: (ev: GroupEvent) => void): void {
@@ -571,7 +592,7 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
       this.#reader.pause();
     } else if (this.#paused && held < this.#highWater / 2) {
       this.#paused = false;
-      this.#reader.resume();
+      if (!this.#napping) this.#reader.resume();
     }
   }
 

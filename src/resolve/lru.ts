@@ -1,51 +1,70 @@
 /**
- * A bounded map that forgets the least recently used entry first.
+ * A bounded map that forgets the least recently used entries first (approximately).
  * @packageDocumentation
  */
 
-/** Map with a size bound; `get` and `set` make an entry the most recent. */
+/**
+ * Map with a size bound, kept as two generations: entries are set in the young one; a hit in the
+ * old one moves the entry back to the young one; when the young one is full, the old one is
+ * dropped and the young one becomes old. A hit in the young generation costs one `Map.get`
+ * (a strict LRU pays a delete and a set per hit, on the hottest path of every service). Between
+ * `max / 2` and `max` entries are kept.
+ */
 export class LruMap<K, V> {
-  readonly #map = new Map<K, V>();
+  #young = new Map<K, V>();
+  #old = new Map<K, V>();
+  readonly #half: number;
 
-  constructor(readonly max: number) {}
+  constructor(readonly max: number) {
+    this.#half = Math.max(1, Math.floor(max / 2));
+  }
 
   get size(): number {
-    return this.#map.size;
+    return this.#young.size + this.#old.size;
   }
 
   get(key: K): V | undefined {
-    const value = this.#map.get(key);
-    if (value !== undefined) {
-      this.#map.delete(key);
-      this.#map.set(key, value);
+    const young = this.#young.get(key);
+    if (young !== undefined) return young;
+    const old = this.#old.get(key);
+    if (old !== undefined) {
+      this.#old.delete(key);
+      this.#insert(key, old);
     }
-    return value;
+    return old;
   }
 
   set(key: K, value: V): void {
-    this.#map.delete(key);
-    this.#map.set(key, value);
-    if (this.#map.size > this.max) {
-      const oldest = this.#map.keys().next().value as K;
-      this.#map.delete(oldest);
+    this.#old.delete(key);
+    this.#insert(key, value);
+  }
+
+  #insert(key: K, value: V): void {
+    if (!this.#young.has(key) && this.#young.size >= this.#half) {
+      this.#old = this.#young;
+      this.#young = new Map();
     }
+    this.#young.set(key, value);
   }
 
   delete(key: K): void {
-    this.#map.delete(key);
+    this.#young.delete(key);
+    this.#old.delete(key);
   }
 
   clear(): void {
-    this.#map.clear();
+    this.#young.clear();
+    this.#old.clear();
   }
 
-  /** Entries, oldest first. Setting an existing key while iterating keeps the order. */
-  entries(): IterableIterator<[K, V]> {
-    return this.#map.entries();
+  /** Every entry, older generation first. Safe to delete or `replace` while iterating. */
+  *entries(): IterableIterator<[K, V]> {
+    for (const gen of [this.#old, this.#young]) yield* [...gen.entries()];
   }
 
   /** Replace the value of an existing key without touching its recency. */
   replace(key: K, value: V): void {
-    if (this.#map.has(key)) this.#map.set(key, value);
+    if (this.#young.has(key)) this.#young.set(key, value);
+    else if (this.#old.has(key)) this.#old.set(key, value);
   }
 }

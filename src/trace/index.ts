@@ -111,6 +111,7 @@ export function trace(options: TraceOptions, onRecords: (records: TraceRecord[])
   const group = FanotifyGroup.open({
     report: ['dfidNameTarget'],
     unlimitedMarks: true,
+    batchDelayMs: 1,
     ignorePids: [process.pid, ...(options.ignorePids ?? [])],
   });
   const traced: FilesystemEntry[] = [];

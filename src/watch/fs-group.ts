@@ -43,7 +43,7 @@ export class FilesystemGroup {
   ) {
     // Our own process's changes are changes too (a dev server writing files); the watch events
     // include nothing our resolver does (O_PATH opens raise none).
-    this.#group = FanotifyGroup.open({ report: ['dfidNameTarget'], ignorePids: [] });
+    this.#group = FanotifyGroup.open({ report: ['dfidNameTarget'], ignorePids: [], batchDelayMs: 1 });
     try {
       this.#group.mark(mountPoint, { kind: 'filesystem', events: WATCH_EVENTS, onDir: true });
     } catch (err) {
