@@ -59,16 +59,38 @@ export class Batcher {
     const at = this.#byPath.get(ev.oldPath);
     const prev = at === undefined ? undefined : this.#slots[at];
     if (at !== undefined && prev?.type === 'create') {
-      // Created and renamed within the window: to the reader it is a create of the new path.
-      this.#slots[at] = undefined;
+      // Created and renamed within the window: to the reader it is a create of the new path,
+      // and so is everything reported below it so far (a directory's contents move with it).
       this.#byPath.delete(ev.oldPath);
-      this.#addPlain({ type: 'create', path: ev.path, isDir: ev.isDir, time: prev.time });
+      if (this.#byPath.has(ev.path)) {
+        this.#slots[at] = undefined;
+        this.#addPlain({ type: 'create', path: ev.path, isDir: ev.isDir, time: prev.time });
+      } else {
+        // Keep its place, so a directory still comes before its contents.
+        this.#slots[at] = { type: 'create', path: ev.path, isDir: ev.isDir, time: prev.time };
+        this.#byPath.set(ev.path, at);
+      }
+      if (ev.isDir) this.#moveBelow(ev.oldPath, ev.path);
       return;
     }
     // Later changes of either path start a new slot after the rename.
     this.#byPath.delete(ev.oldPath);
     this.#byPath.delete(ev.path);
     this.#slots.push(ev);
+  }
+
+  /** Pending changes below directory `from` now live below `to`. */
+  #moveBelow(from: string, to: string): void {
+    const prefix = `${from}/`;
+    for (const [path, at] of [...this.#byPath]) {
+      if (!path.startsWith(prefix)) continue;
+      const slot = this.#slots[at];
+      if (!slot || slot.type === 'rename') continue;
+      const moved = to + path.slice(from.length);
+      this.#byPath.delete(path);
+      this.#byPath.set(moved, at);
+      this.#slots[at] = { ...slot, path: moved };
+    }
   }
 
   /** The coalesced events, and an empty batcher. */

@@ -1,0 +1,34 @@
+/**
+ * Coalescing rules of a watch batch (pure).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { coalesce, type WatchEvent } from '../src/watch/index.js';
+
+const ev = (type: 'create' | 'update' | 'delete', path: string, isDir = false): WatchEvent => ({ type, path, isDir, time: 0 });
+const mv = (oldPath: string, path: string, isDir = false): WatchEvent => ({ type: 'rename', oldPath, path, isDir, time: 0 });
+const show = (events: WatchEvent[]): string[] =>
+  events.map((e) => (e.type === 'rename' ? `rename ${e.oldPath}->${e.path}` : `${e.type} ${e.path}`));
+
+test('create/update/delete per path', () => {
+  assert.deepEqual(show(coalesce([ev('create', '/a'), ev('update', '/a')])), ['create /a']);
+  assert.deepEqual(show(coalesce([ev('create', '/a'), ev('delete', '/a')])), []);
+  assert.deepEqual(show(coalesce([ev('delete', '/a'), ev('create', '/a')])), ['update /a']);
+  assert.deepEqual(show(coalesce([ev('update', '/a'), ev('delete', '/a')])), ['delete /a']);
+  assert.deepEqual(show(coalesce([ev('update', '/b'), ev('update', '/a'), ev('update', '/b')])), ['update /b', 'update /a']);
+});
+
+test('a rename keeps its place; later changes of either path come after it', () => {
+  assert.deepEqual(show(coalesce([ev('update', '/a'), mv('/a', '/b'), ev('update', '/b')])), ['update /a', 'rename /a->/b', 'update /b']);
+});
+
+test('a file created and renamed in one window is a create of the new path', () => {
+  assert.deepEqual(show(coalesce([ev('create', '/a'), mv('/a', '/b')])), ['create /b']);
+});
+
+test('a directory created with contents and renamed in one window: its contents move with it', () => {
+  assert.deepEqual(
+    show(coalesce([ev('create', '/r/d', true), ev('create', '/r/d/x'), mv('/r/d', '/r/e', true), ev('update', '/r/e/x')])),
+    ['create /r/e', 'create /r/e/x'],
+  );
+});
