@@ -124,7 +124,10 @@ export function journalCommand(): Command {
           process.stderr.write(`fan: "${cursor}" is not a journal cursor (they look like fj1:<instance>:<root>:<seq>); get one with \`fan journal cursor ${root}\`\n`);
           process.exit(2);
         }
-        const j = await openJournal(realRoot(root), { stateDir: flags.stateDir, record: false });
+        const path = realRoot(root);
+        // A read: fail (naming the fix) where there is no journal, rather than make an empty one.
+        JournalStore.open({ stateDir: flags.stateDir, readonly: true }).close();
+        const j = await openJournal(path, { stateDir: flags.stateDir, record: false });
         try {
           const out = new LineWriter();
           formatSince(await j.since(cursor, { emptyOnFreshInstance: flags.emptyOnFresh }), flags.json ?? false, out);

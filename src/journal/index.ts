@@ -4,11 +4,11 @@
  */
 import { realpathSync, writeFileSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { coalesce, snapshotTreeSync, type WatchEvent } from '../watch/index.js';
-import { joinPath } from '../resolve/paths.js';
+import { IgnoreMatcher, snapshotTreeSync } from '../watch/index.js';
+import { joinPath, isUnder } from '../resolve/paths.js';
 import { FanotifyError } from '../errors.js';
 import { formatCursor, parseCursor, rootTag } from './cursor.js';
-import { JournalStore, defaultStateDir, type RootRow } from './store.js';
+import { JournalStore, defaultStateDir, type ChangeKind, type RootRow } from './store.js';
 import { Recorder, COOKIE_PREFIX, pidAlive, type RecorderOptions } from './recorder.js';
 
 export { Recorder, DEFAULT_RETENTION, type RecorderOptions, type Retention, pidAlive } from './recorder.js';
@@ -108,7 +108,18 @@ export async function openJournal(root: string, options: JournalOptions = {}): P
   let recorder: Recorder | undefined;
   if (options.record !== false && !other) recorder = await Recorder.start([path], options);
   const store = recorder?.store ?? JournalStore.open({ stateDir });
-  return new OpenJournal(path, store, recorder, other ? 'other' : recorder ? 'self' : 'none');
+  // What the recorder never logs is never listed either: its ignores and the state directory.
+  let realState: string;
+  try {
+    realState = realpathSync(stateDir);
+  } catch {
+    realState = stateDir;
+  }
+  const ignore = new IgnoreMatcher(path, [
+    ...(options.ignore ?? []),
+    ...(realState !== path && isUnder(realState, path) ? [realState] : []),
+  ]);
+  return new OpenJournal(path, store, recorder, other ? 'other' : recorder ? 'self' : 'none', ignore);
 }
 
 class OpenJournal implements Journal {
@@ -117,6 +128,7 @@ class OpenJournal implements Journal {
     private readonly store: JournalStore,
     private readonly rec: Recorder | undefined,
     readonly recorder: 'self' | 'other' | 'none',
+    private readonly ignore: IgnoreMatcher,
   ) {}
 
   #row(): RootRow | undefined {
@@ -146,25 +158,19 @@ class OpenJournal implements Journal {
     if (parts.rootTag !== rootTag(this.root)) return fresh('other-root');
     if (!row || parts.seq > high) return fresh('unknown-position');
     if (parts.seq < row.lowSeq - 1) return fresh('pruned');
-    const logged = this.store.changesAfter(row.id, parts.seq);
     const abs = (rel: string): string => joinPath(this.root, rel);
-    const events: WatchEvent[] = logged.map((c) =>
-      c.kind === 'rename'
-        ? { type: 'rename', path: abs(c.path), oldPath: abs(c.oldPath!), isDir: c.isDir, time: c.time }
-        : { type: c.kind, path: abs(c.path), isDir: c.isDir, time: c.time },
-    );
-    const changes = coalesce(events).map((e): JournalChange => ({
-      kind: KIND[e.type]!,
-      path: e.path,
-      ...(e.type === 'rename' ? { oldPath: e.oldPath } : {}),
-      isDir: e.isDir,
+    const changes = coalesceLog(this.store.changesAfter(row.id, parts.seq)).map((c): JournalChange => ({
+      kind: KIND[c.kind]!,
+      path: abs(c.path),
+      ...(c.oldPath !== undefined ? { oldPath: abs(c.oldPath) } : {}),
+      isDir: c.isDir,
     }));
     return { cursor: next, freshInstance: false, changes };
   }
 
   /** Every existing entry, as created, in path order. */
   #everything(): JournalChange[] {
-    const tree = snapshotTreeSync(this.root);
+    const tree = snapshotTreeSync(this.root, this.ignore);
     return [...tree]
       .filter(([p]) => !p.split('/').pop()!.startsWith(COOKIE_PREFIX))
       .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
@@ -203,4 +209,131 @@ class OpenJournal implements Journal {
     if (this.rec) await this.rec.close();
     else this.store.close();
   }
+}
+
+/** A logged change as {@link coalesceLog} takes and gives it (paths relative to the root). */
+export interface LogEntry {
+  readonly kind: ChangeKind;
+  readonly path: string;
+  readonly oldPath?: string;
+  readonly isDir: boolean;
+}
+
+/**
+ * Coalesce logged changes per path, in order, so that applying the result to the tree as it was
+ * at the cursor gives the tree as it is: create+update → create, create+delete → nothing,
+ * delete+create → update, update+delete → delete; renames keep their place.
+ *
+ * A directory's rename and delete also act on everything below it, so they never move across
+ * changes logged below the directory: a directory deleted and created again stays a delete and a
+ * create (the delete empties it); a directory created, given contents and then deleted or renamed
+ * keeps its create, and its delete or rename follows the contents. After a directory's rename,
+ * delete or create, later changes below it start new entries. Something created and renamed over
+ * an existing path is a create that replaced it: deleting it later is a delete.
+ *
+ * O(n · depth).
+ */
+export function coalesceLog(changes: Iterable<LogEntry>): LogEntry[] {
+  /** `replaced`: a create that may have replaced an existing entry, so it cannot cancel out. */
+  const slots: ((LogEntry & { replaced?: true }) | undefined)[] = [];
+  /** path → index of its pending create/update/delete slot. */
+  const byPath = new Map<string, number>();
+  /** directory → slot count when it was last created, deleted or renamed: older slots below it are stale. */
+  const changedAt = new Map<string, number>();
+  /** directory → live slots naming something below it, made since it was last changed. */
+  const liveBelow = new Map<string, number>();
+  const ancestors = function* (p: string): Generator<string> {
+    for (let i = p.lastIndexOf('/'); i > 0; i = p.lastIndexOf('/', i - 1)) yield p.slice(0, i);
+  };
+  /** Count (+1) or uncount (-1) the slot at `at` for the directories above it. */
+  const count = (at: number, by: 1 | -1): void => {
+    const s = slots[at]!;
+    const dirs = new Set(ancestors(s.path));
+    if (s.oldPath !== undefined) for (const a of ancestors(s.oldPath)) dirs.add(a);
+    for (const a of dirs) if (at >= (changedAt.get(a) ?? -1)) liveBelow.set(a, (liveBelow.get(a) ?? 0) + by);
+  };
+  /** The pending slot of a path, unless a directory above it changed since. */
+  const pending = (path: string): number | undefined => {
+    const at = byPath.get(path);
+    if (at === undefined || slots[at] === undefined) return undefined;
+    for (const a of ancestors(path)) {
+      if ((changedAt.get(a) ?? -1) > at) {
+        byPath.delete(path);
+        return undefined;
+      }
+    }
+    return at;
+  };
+  /**
+   * Something below `dir` may be logged after its slot at `at`. Exact when `dir` was created or
+   * renamed at `at` (counting starts there); otherwise it also answers yes for older slots, or
+   * for slots it did not count: that only coalesces less.
+   */
+  const anyBelow = (dir: string, at: number): boolean => (liveBelow.get(dir) ?? 0) > 0 || (changedAt.get(dir) ?? -1) > at;
+  const changed = (dir: string): void => {
+    changedAt.set(dir, slots.length);
+    liveBelow.set(dir, 0);
+  };
+  const push = (entry: LogEntry & { replaced?: true }): number => {
+    const at = slots.push(entry) - 1;
+    count(at, 1);
+    return at;
+  };
+  const remove = (at: number): void => {
+    count(at, -1);
+    slots[at] = undefined;
+  };
+  const plain = (kind: 'create' | 'update' | 'delete', path: string, isDir: boolean): void => {
+    const at = pending(path);
+    const prev = at === undefined ? undefined : slots[at];
+    const contentsLogged = at !== undefined && prev !== undefined && (isDir || prev.isDir) && anyBelow(path, at);
+    // Below a directory deleted or made (again), paths name new things.
+    if (isDir && kind !== 'update') changed(path);
+    if (at === undefined || prev === undefined) {
+      byPath.set(path, push({ kind, path, isDir }));
+      return;
+    }
+    if (kind === 'delete') {
+      if (contentsLogged) {
+        byPath.set(path, push({ kind, path, isDir }));
+      } else if (prev.kind === 'create' && !prev.replaced) {
+        remove(at);
+        byPath.delete(path);
+      } else {
+        slots[at] = { kind: 'delete', path, isDir };
+      }
+    } else if (prev.kind === 'delete' && prev.isDir) {
+      // The delete emptied the directory: an update in its place would not.
+      byPath.set(path, push({ kind, path, isDir }));
+    } else {
+      slots[at] = { ...prev, kind: prev.kind === 'create' ? 'create' : 'update', path, isDir };
+    }
+  };
+  for (const c of changes) {
+    if (c.kind !== 'rename') {
+      plain(c.kind, c.path, c.isDir);
+      continue;
+    }
+    const from = c.oldPath!;
+    const at = pending(from);
+    const prev = at === undefined ? undefined : slots[at];
+    const convert = at !== undefined && prev?.kind === 'create' && !prev.replaced && !(c.isDir && anyBelow(from, at));
+    if (c.isDir) {
+      changed(from);
+      changed(c.path);
+    }
+    if (convert) {
+      // Created and renamed (with nothing logged inside): a create of the new path, which
+      // replaced whatever was there.
+      remove(at!);
+      byPath.delete(from);
+      if (pending(c.path) !== undefined) plain('create', c.path, c.isDir);
+      else byPath.set(c.path, push({ kind: 'create', path: c.path, isDir: c.isDir, replaced: true }));
+      continue;
+    }
+    byPath.delete(from);
+    byPath.delete(c.path);
+    push({ kind: 'rename', path: c.path, oldPath: from, isDir: c.isDir });
+  }
+  return slots.filter((s) => s !== undefined).map(({ replaced: _, ...entry }) => entry);
 }

@@ -11,10 +11,11 @@ import {
   snapshotTreeSync,
   diffTrees,
   stateOfPath,
+  type EntryState,
   type Subscription,
   type WatchEvent,
 } from '../watch/index.js';
-import { isUnder } from '../resolve/paths.js';
+import { isUnder, joinPath } from '../resolve/paths.js';
 import { FanotifyError } from '../errors.js';
 import { JournalStore, defaultStateDir, type NewChange, type RootRow, type StateUpdate } from './store.js';
 
@@ -65,6 +66,47 @@ interface RootState {
   readonly prefix: number;
 }
 
+/**
+ * A logged delete of a directory deletes everything below it (for readers, and in the index).
+ * When a directory was replaced (another inode at its path), entries below it that did not change
+ * (moved out and back, or into the new directory) are not in the diff: log them as created, after
+ * the deletes, instead of as unchanged or updated.
+ */
+function withContentsOfDeletedDirs(
+  diff: ReturnType<typeof diffTrees>,
+  now: ReadonlyMap<string, EntryState>,
+): ReturnType<typeof diffTrees> {
+  const gone = new Set(diff.filter((d) => d.type === 'delete' && d.isDir).map((d) => d.path));
+  if (gone.size === 0) return diff;
+  const created = new Set(diff.filter((d) => d.type === 'create').map((d) => d.path));
+  const again: ReturnType<typeof diffTrees> = [];
+  for (const [path, st] of now) {
+    if (created.has(path)) continue;
+    for (let i = path.lastIndexOf('/'); i > 0; i = path.lastIndexOf('/', i - 1)) {
+      if (gone.has(path.slice(0, i))) {
+        again.push({ type: 'create', path, isDir: st.isDir });
+        break;
+      }
+    }
+  }
+  if (again.length === 0) return diff;
+  const recreated = new Set(again.map((d) => d.path));
+  return [...diff.filter((d) => !(d.type === 'update' && recreated.has(d.path))), ...again];
+}
+
+/** Index entry of a logged path that was gone before it could be stat'ed: it matches nothing on disk. */
+function unknownState(isDir: boolean): EntryState {
+  return { isDir, ino: -1, size: -1, mtimeMs: -1, ctimeMs: -1 };
+}
+
+/** `rel` is `dir` or below it (relative paths). */
+function isUnderRel(rel: string, dir: string): boolean {
+  return rel === dir || (rel.startsWith(dir) && rel.charCodeAt(dir.length) === 47);
+}
+
+/** Entries indexed as unknown that are followed to their current path, at most. */
+const MAX_UNKNOWN = 10_000;
+
 /** Retention in force by default. */
 export const DEFAULT_RETENTION: Required<Retention> = { maxAgeMs: 7 * 24 * 3600_000, maxChanges: 1_000_000 };
 const PRUNE_EVERY_MS = 10_000;
@@ -82,6 +124,8 @@ export class Recorder {
   #closed = false;
   #lastPrune = 0;
   readonly #cookieWaiters = new Map<string, () => void>();
+  /** Per root: paths indexed as unknown (gone when their change was logged), where they are now. */
+  readonly #unknown = new Map<RootState, Set<string>>();
   /** Counters: changes logged, commits, reconciliations. */
   readonly stats = { changes: 0, commits: 0, reconciles: 0 };
 
@@ -170,6 +214,9 @@ export class Recorder {
   #apply(batch: WatchEvent[]): void {
     const perRoot = new Map<RootState, { changes: NewChange[]; state: StateUpdate[] }>();
     const rescans: { root: RootState; reason: string }[] = [];
+    // A cookie says "everything before me is logged": acknowledge it only once this batch is
+    // committed (and reconciled), or a reader could answer without the changes ahead of it.
+    const cookies: string[] = [];
     for (const ev of batch) {
       const root = this.#rootOf(ev.path);
       if (!root) continue;
@@ -182,29 +229,45 @@ export class Recorder {
         continue;
       }
       if (basename(ev.path).startsWith(COOKIE_PREFIX)) {
-        if (ev.type === 'create') this.#cookieSeen(basename(ev.path).slice(COOKIE_PREFIX.length));
+        if (ev.type === 'create') cookies.push(basename(ev.path).slice(COOKIE_PREFIX.length));
         continue;
       }
       let entry = perRoot.get(root);
       if (!entry) perRoot.set(root, (entry = { changes: [], state: [] }));
       const rel = ev.path.slice(root.prefix);
       const time = ev.time;
+      const unknown = this.#unknownOf(root);
       if (ev.type === 'rename') {
         if (!isUnder(ev.oldPath, root.path)) continue;
         const oldRel = ev.oldPath.slice(root.prefix);
         entry.changes.push({ time, kind: 'rename', path: rel, oldPath: oldRel, isDir: ev.isDir });
         entry.state.push({ op: 'move', from: oldRel, to: rel });
+        for (const p of [...unknown]) if (isUnderRel(p, rel)) unknown.delete(p);
+        for (const p of [...unknown]) {
+          if (!isUnderRel(p, oldRel)) continue;
+          unknown.delete(p);
+          unknown.add(rel + p.slice(oldRel.length));
+        }
         // A rename changes the inode's ctime: index it as it is now, or a restart sees an update.
-        const st = stateOfPath(ev.path);
-        if (st) entry.state.push({ op: 'set', path: rel, state: st });
+        this.#index(unknown, entry.state, rel, ev.path, ev.isDir);
       } else if (ev.type === 'delete') {
         entry.changes.push({ time, kind: 'delete', path: rel, isDir: ev.isDir });
         entry.state.push({ op: 'delete', path: rel });
+        for (const p of [...unknown]) if (isUnderRel(p, rel)) unknown.delete(p);
       } else {
         entry.changes.push({ time, kind: ev.type, path: rel, isDir: ev.isDir });
-        const st = stateOfPath(ev.path);
-        // Gone already: its delete is on the way and will clear the index entry.
-        if (st) entry.state.push({ op: 'set', path: rel, state: st });
+        this.#index(unknown, entry.state, rel, ev.path, ev.isDir);
+      }
+    }
+    // Entries indexed as unknown that later renames (in this batch or an earlier one) brought to
+    // a path that exists: index them as they are.
+    for (const [root, { state }] of perRoot) {
+      const unknown = this.#unknownOf(root);
+      for (const p of [...unknown]) {
+        const st = stateOfPath(joinPath(root.path, p));
+        if (!st) continue;
+        unknown.delete(p);
+        state.push({ op: 'set', path: p, state: st });
       }
     }
     for (const [root, { changes, state }] of perRoot) {
@@ -214,6 +277,31 @@ export class Recorder {
     }
     for (const { root, reason } of rescans) this.reconcile(root.path, reason);
     this.#maybePrune();
+    for (const token of cookies) this.#cookieSeen(token);
+  }
+
+  #unknownOf(root: RootState): Set<string> {
+    let set = this.#unknown.get(root);
+    if (!set) this.#unknown.set(root, (set = new Set()));
+    return set;
+  }
+
+  /**
+   * Index a logged create, update or rename target as it is now. When it is gone already
+   * (deleted or renamed since), index it anyway, as unknown: the delete or rename on the way
+   * fixes the entry, and when that event is lost (a stop, a crash, an overflow) the next
+   * reconciliation reports the path gone instead of never.
+   */
+  #index(unknown: Set<string>, state: StateUpdate[], rel: string, abs: string, isDir: boolean): void {
+    const st = stateOfPath(abs);
+    if (st) {
+      unknown.delete(rel);
+      state.push({ op: 'set', path: rel, state: st });
+      return;
+    }
+    state.push({ op: 'set', path: rel, state: unknownState(isDir) });
+    unknown.add(rel);
+    if (unknown.size > MAX_UNKNOWN) unknown.delete(unknown.values().next().value!);
   }
 
   /**
@@ -226,7 +314,15 @@ export class Recorder {
     if (!root) throw new Error(`journal: ${rootPath} is not recorded here`);
     const t0 = performance.now();
     const now = snapshotTreeSync(root.path, root.ignore);
-    for (const p of [...now.keys()]) if (basename(p).startsWith(COOKIE_PREFIX)) now.delete(p);
+    // Cookies the crawl found were written before it: once it is committed, they are answered
+    // (after an overflow their create events may be lost, and a reader would wait in vain).
+    const cookies: string[] = [];
+    for (const p of [...now.keys()]) {
+      const name = basename(p);
+      if (!name.startsWith(COOKIE_PREFIX)) continue;
+      now.delete(p);
+      if (!p.includes('/')) cookies.push(name.slice(COOKIE_PREFIX.length));
+    }
     const row = this.store.root(root.path)!;
     const time = Date.now();
     const changes: NewChange[] = [];
@@ -235,7 +331,7 @@ export class Recorder {
       for (const [path, st] of now) state.push({ op: 'set', path, state: st });
     } else {
       const before = this.store.loadState(row.id);
-      for (const d of diffTrees(before, now)) {
+      for (const d of withContentsOfDeletedDirs(diffTrees(before, now), now)) {
         changes.push({ time, kind: d.type, path: d.path, isDir: d.isDir });
         if (d.type === 'delete') state.push({ op: 'delete', path: d.path });
       }
@@ -247,8 +343,10 @@ export class Recorder {
     }
     const ms = performance.now() - t0;
     this.store.commit(row.id, changes, state, { reconcileMs: ms, indexed: !row.indexed });
+    this.#unknown.get(root)?.clear();
     this.stats.reconciles++;
     this.stats.changes += changes.length;
+    for (const token of cookies) this.#cookieSeen(token);
     this.#onReconcile?.(root.path, { changes: changes.length, ms, reason });
     return changes.length;
   }

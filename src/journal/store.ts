@@ -102,9 +102,12 @@ export interface StoreOptions {
   readonly rebuildIfCorrupt?: boolean;
 }
 
+/** Code of a journal.db truncated to 0 bytes (SQLite would silently start a new database in it). */
+const EMPTY = 'EMPTY';
+
 function isCorruption(err: unknown): boolean {
   const code = (err as { code?: string }).code ?? '';
-  return code === 'SQLITE_CORRUPT' || code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_IOERR_SHORT_READ';
+  return code === 'SQLITE_CORRUPT' || code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_IOERR_SHORT_READ' || code === EMPTY;
 }
 
 /** Row shape of `changes`. */
@@ -146,8 +149,9 @@ export class JournalStore {
     } catch (err) {
       if (!isCorruption(err)) throw err;
       if (!options.rebuildIfCorrupt) {
+        const code = (err as { code?: string }).code;
         throw new FanotifyError(
-          `journal: ${file} is corrupt (${(err as { code?: string }).code}): run \`fan journal rebuild\` ` +
+          `journal: ${file} is corrupt (${code === EMPTY ? 'empty: truncated to 0 bytes' : code}): run \`fan journal rebuild\` ` +
             '(it keeps the damaged file as journal.db.corrupt-<time> and starts a new journal; old cursors become fresh instances)',
           'EJOURNALCORRUPT',
         );
@@ -160,6 +164,11 @@ export class JournalStore {
   }
 
   static #openFile(file: string, readonly: boolean): JournalStore {
+    // A new database gets its first page at once (journal_mode below): an existing empty file is a
+    // truncated journal, not a new one.
+    if (existsSync(file) && statSync(file).size === 0) {
+      throw Object.assign(new Error(`${file} is empty`), { code: EMPTY });
+    }
     const db = new Database(file, { readonly, fileMustExist: readonly });
     try {
       db.pragma('busy_timeout = 5000');
