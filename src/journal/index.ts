@@ -86,6 +86,9 @@ export interface Journal {
   close(): Promise<void>;
 }
 
+/** How long `since` waits for its sync cookie to be logged. */
+const SYNC_TIMEOUT_MS = 2000;
+
 const KIND: Record<string, JournalChange['kind']> = { create: 'created', update: 'updated', delete: 'deleted', rename: 'renamed' };
 
 /**
@@ -181,26 +184,32 @@ class OpenJournal implements Journal {
   async #sync(): Promise<void> {
     const token = `${process.pid}-${randomBytes(6).toString('hex')}`;
     const file = joinPath(this.root, `${COOKIE_PREFIX}${token}`);
+    const seen = this.rec?.waitForCookie(token, SYNC_TIMEOUT_MS);
     try {
       writeFileSync(file, '');
     } catch {
       return; // A read-only root: answer with what is logged.
     }
     try {
-      const end = Date.now() + 2000;
+      if (seen) {
+        await seen;
+        return;
+      }
+      // Another process records: it acknowledges through the database.
+      const end = Date.now() + SYNC_TIMEOUT_MS;
       while (this.store.getMeta(`cookie:${token}`) === undefined && Date.now() < end) {
         await new Promise((r) => setTimeout(r, 2));
+      }
+      try {
+        this.store.deleteMeta(`cookie:${token}`);
+      } catch {
+        // A read-only store: the recorder's cookie row stays; it is tiny.
       }
     } finally {
       try {
         unlinkSync(file);
       } catch {
         // Already gone.
-      }
-      try {
-        this.store.deleteMeta(`cookie:${token}`);
-      } catch {
-        // A read-only store: the recorder's cookie row stays; it is tiny.
       }
     }
   }

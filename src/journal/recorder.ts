@@ -175,7 +175,12 @@ export class Recorder {
     for (const r of roots) store.claim(r.row.id, process.pid);
     const sub = watch(
       roots.map((r) => r.path),
-      { debounceMs: options.debounceMs ?? 10, ignore },
+      {
+        debounceMs: options.debounceMs ?? 10,
+        ignore,
+        // A sync cookie means a reader is waiting: log what came before it now.
+        flushWhen: (ev) => ev.type === 'create' && basename(ev.path).startsWith(COOKIE_PREFIX),
+      },
     );
     const rec = new Recorder(store, roots, sub, options);
     sub.on('events', (batch) => rec.#onBatch(batch));
@@ -364,8 +369,32 @@ export class Recorder {
   }
 
   #cookieSeen(token: string): void {
+    const waiter = this.#cookieWaiters.get(token);
+    if (waiter) {
+      // A reader in this process: no need to tell other processes (a durable write costs ms).
+      this.#cookieWaiters.delete(token);
+      waiter();
+      return;
+    }
     this.store.setMeta(`cookie:${token}`, String(Date.now()));
-    this.#cookieWaiters.get(token)?.();
+  }
+
+  /**
+   * Resolve once the cookie `token` has been logged (everything before it is committed), or
+   * after `timeoutMs`. Register before writing the cookie file.
+   * @returns whether the cookie was seen.
+   */
+  waitForCookie(token: string, timeoutMs: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#cookieWaiters.delete(token);
+        resolve(false);
+      }, timeoutMs);
+      this.#cookieWaiters.set(token, () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
   }
 
   /** Stop recording: flush, mark the roots cleanly stopped, close the store. */

@@ -82,6 +82,7 @@ export function watch(root: string | readonly string[], options: WatchOptions = 
     debounceMs: options.debounceMs ?? 30,
     autoRescan: options.autoRescan ?? false,
     ignores,
+    flushWhen: options.flushWhen,
   });
 
   if (backend !== 'fanotify-inode') {

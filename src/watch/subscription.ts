@@ -36,6 +36,7 @@ export class Subscription extends EventEmitter<SubscriptionEvents> implements As
   readonly ready: Promise<ReadyInfo>;
   readonly #resolveReady!: (info: ReadyInfo) => void;
   readonly #debounceMs: number;
+  readonly #flushWhen: ((ev: WatchEvent) => boolean) | undefined;
   readonly #batcher = new Batcher();
   #timer: NodeJS.Timeout | undefined;
   #backend: BackendHandle | undefined;
@@ -50,10 +51,16 @@ export class Subscription extends EventEmitter<SubscriptionEvents> implements As
 
   constructor(
     readonly roots: readonly string[],
-    options: { debounceMs: number; autoRescan: boolean; ignores: ReadonlyMap<string, IgnoreMatcher> },
+    options: {
+      debounceMs: number;
+      autoRescan: boolean;
+      ignores: ReadonlyMap<string, IgnoreMatcher>;
+      flushWhen?: (ev: WatchEvent) => boolean;
+    },
   ) {
     super();
     this.#debounceMs = options.debounceMs;
+    this.#flushWhen = options.flushWhen;
     this.#liveRoots = new Set(roots);
     this.#ignores = options.ignores;
     let resolve!: (info: ReadyInfo) => void;
@@ -93,7 +100,8 @@ export class Subscription extends EventEmitter<SubscriptionEvents> implements As
   change(ev: WatchEvent): void {
     if (this.#closed) return;
     this.#batcher.add(ev);
-    this.#schedule();
+    if (this.#flushWhen?.(ev)) this.#flush();
+    else this.#schedule();
   }
 
   /** RootSink: the root went away; report it and end when no root is left. */

@@ -62,6 +62,11 @@ export interface WatchOptions {
    * differences (after the `rescan` event). Keeps a snapshot of the tree in memory. Default false.
    */
   readonly autoRescan?: boolean;
+  /**
+   * Deliver the current batch at once, without waiting for the batching window, when an event
+   * matches: for sync markers such as the journal's cookie files.
+   */
+  readonly flushWhen?: (event: WatchEvent) => boolean;
 }
 
 /** What a subscription says once it is live. */
