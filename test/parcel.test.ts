@@ -27,7 +27,7 @@ import watcher, {
   type Event,
   type Options,
   type SubscribeCallback,
-} from '../src/watch/parcel.js';
+} from '../src/parcel/index.js';
 import { useLoopFs } from './helpers/loopfs.js';
 import { withMaxQueuedEvents } from './helpers/proc.js';
 
@@ -642,5 +642,43 @@ describe('fanotify/parcel (@parcel/watcher API)', () => {
     it('writeSnapshot on a missing directory rejects', T, async () => {
       await assert.rejects(writeSnapshot(join(loop.fs.dir, 'nope'), join(loop.fs.dir, 'nope.json')), /nope/);
     });
+  });
+});
+
+describe('fanotify/parcel snapshots through a recording journal', () => {
+  const loop = useLoopFs({ fstype: 'ext4' });
+
+  it('writeSnapshot stores a cursor and getEventsSince asks the journal, across a recorder restart', { timeout: 60_000 }, async () => {
+    const { Recorder } = await import('../src/journal/index.js');
+    const { mkdtempSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const state = mkdtempSync(join(tmpdir(), 'fan-parcel-state-'));
+    const savedXdg = process.env.XDG_STATE_HOME;
+    process.env.XDG_STATE_HOME = state; // the default state dir, where snapshots look for a journal
+    const dir = join(loop.fs.dir, 'journaled');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'keep'), '1');
+    writeFileSync(join(dir, 'old'), '1');
+    let rec = await Recorder.start([dir]);
+    try {
+      const snap = join(loop.fs.dir, 'journaled.snapshot');
+      await writeSnapshot(dir, snap);
+      const stored = JSON.parse(readFileSync(snap, 'utf8')) as { cursor?: string; entries?: unknown };
+      assert.match(stored.cursor ?? '', /^fj1:/);
+      assert.equal(stored.entries, undefined, 'no crawl when a journal records the root');
+      writeFileSync(join(dir, 'new'), 'x');
+      renameSync(join(dir, 'old'), join(dir, 'renamed'));
+      await rec.close();
+      // Changes while nobody records: the next recorder's reconciliation logs them.
+      writeFileSync(join(dir, 'keep'), '22');
+      rec = await Recorder.start([dir]);
+      const events = (await getEventsSince(dir, snap)).map((e) => `${e.type} ${e.path.slice(dir.length + 1)}`).sort();
+      assert.deepEqual(events, ['create new', 'create renamed', 'delete old', 'update keep']);
+    } finally {
+      await rec.close();
+      if (savedXdg === undefined) delete process.env.XDG_STATE_HOME;
+      else process.env.XDG_STATE_HOME = savedXdg;
+      rmSync(state, { recursive: true, force: true });
+    }
   });
 });

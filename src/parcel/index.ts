@@ -36,11 +36,18 @@ import { statSync } from 'node:fs';
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { isAbsolute, relative, resolve as resolvePath } from 'node:path';
 import picomatch from 'picomatch';
-import { diffTrees, snapshotTree, type EntryState, type TreeState } from './crawl.js';
-import { IgnoreMatcher } from './ignore.js';
-import { watch } from './index.js';
-import type { Subscription } from './subscription.js';
-import type { RescanReason, WatchEvent } from './types.js';
+import {
+  watch,
+  diffTrees,
+  snapshotTree,
+  IgnoreMatcher,
+  type EntryState,
+  type TreeState,
+  type Subscription,
+  type RescanReason,
+  type WatchEvent,
+} from '../watch/index.js';
+import { JournalStore, openJournal, pidAlive, type JournalChange } from '../journal/index.js';
 
 /** The kind of a change: @parcel/watcher's three. */
 export type EventType = 'create' | 'update' | 'delete';
@@ -404,7 +411,10 @@ const SNAPSHOT_VERSION = 1;
 /** One entry of a snapshot file: [isDir (0|1), ino, size, mtimeMs, ctimeMs]. */
 type SnapshotEntry = [number, number, number, number, number];
 
-/** The JSON of a snapshot file (version 1). Paths are relative to `root`. */
+/**
+ * The JSON of a snapshot file (version 1). Paths are relative to `root`. A snapshot holds either
+ * `entries` (a crawl) or `cursor` (a position in the journal recording `root`).
+ */
 interface SnapshotFile {
   format: typeof SNAPSHOT_FORMAT;
   version: typeof SNAPSHOT_VERSION;
@@ -412,7 +422,52 @@ interface SnapshotFile {
   root: string;
   /** When written, ms since the epoch. */
   time: number;
-  entries: Record<string, SnapshotEntry>;
+  entries?: Record<string, SnapshotEntry>;
+  /** A journal cursor, when a journal was recording `root`. */
+  cursor?: string;
+}
+
+/**
+ * The journal recording `dir`, when a live recorder (e.g. `fan journal run`) holds it in the
+ * default state directory; undefined otherwise (then snapshots crawl).
+ */
+function liveJournal(dir: string): boolean {
+  let store: JournalStore | undefined;
+  try {
+    store = JournalStore.open({ readonly: true });
+    const row = store.root(dir);
+    return row !== undefined && pidAlive(row.recorderPid);
+  } catch {
+    return false;
+  } finally {
+    store?.close();
+  }
+}
+
+/** Journal changes as parcel events: renames become delete + create; ignored paths are left out. */
+function journalEvents(n: Normalized, changes: readonly JournalChange[]): Event[] {
+  const matcher = new IgnoreMatcher(n.dir, n.patterns);
+  const ignored = extraFilter(n, n.dir);
+  const keep = (p: string): boolean => !matcher.ignores(p) && !ignored?.(p);
+  const byPath = new Map<string, EventType>();
+  const put = (path: string, type: EventType): void => {
+    if (!keep(path)) return;
+    const was = byPath.get(path);
+    byPath.delete(path); // re-insert: the order is that of the last change
+    if (was === 'delete' && type === 'create') byPath.set(path, 'update');
+    else if (was === 'create' && type === 'delete') return;
+    else if (was === 'create') byPath.set(path, 'create');
+    else byPath.set(path, type);
+  };
+  for (const c of changes) {
+    if (c.kind === 'renamed') {
+      put(c.oldPath!, 'delete');
+      put(c.path, 'create');
+    } else {
+      put(c.path, c.kind === 'created' ? 'create' : c.kind === 'updated' ? 'update' : 'delete');
+    }
+  }
+  return [...byPath].map(([path, type]) => ({ path, type }));
 }
 
 /** Crawl `n.dir` with every ignore rule. */
@@ -447,10 +502,21 @@ export async function writeSnapshot(dir: string, snapshotPath: string, opts?: Op
   const n = normalize(dir, opts, 'writeSnapshot');
   const file = resolvePath(snapshotPath);
   checkDir(n.dir, 'writeSnapshot');
-  const state = await crawl(n);
-  const entries: Record<string, SnapshotEntry> = {};
-  for (const [path, s] of state) entries[relativeTo(n.dir, path)] = [s.isDir ? 1 : 0, s.ino, s.size, s.mtimeMs, s.ctimeMs];
-  const data: SnapshotFile = { format: SNAPSHOT_FORMAT, version: SNAPSHOT_VERSION, root: n.dir, time: Date.now(), entries };
+  const data: SnapshotFile = { format: SNAPSHOT_FORMAT, version: SNAPSHOT_VERSION, root: n.dir, time: Date.now() };
+  if (liveJournal(n.dir)) {
+    // A journal records this root: the snapshot is a cursor, no crawl needed.
+    const journal = await openJournal(n.dir, { record: false });
+    try {
+      data.cursor = (await journal.since(undefined, { emptyOnFreshInstance: true })).cursor;
+    } finally {
+      await journal.close();
+    }
+  } else {
+    const state = await crawl(n);
+    const entries: Record<string, SnapshotEntry> = {};
+    for (const [path, s] of state) entries[relativeTo(n.dir, path)] = [s.isDir ? 1 : 0, s.ino, s.size, s.mtimeMs, s.ctimeMs];
+    data.entries = entries;
+  }
   const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
   try {
     await writeFile(tmp, JSON.stringify(data));
@@ -462,8 +528,10 @@ export async function writeSnapshot(dir: string, snapshotPath: string, opts?: Op
   return snapshotPath;
 }
 
-/** Read and check a snapshot file; entries come back as absolute paths under `root`. */
-async function readSnapshot(file: string, root: string): Promise<TreeState> {
+/**
+ * Read and check a snapshot file: a journal cursor, or entries as absolute paths under `root`.
+ */
+async function readSnapshot(file: string, root: string): Promise<{ cursor: string } | { state: TreeState }> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -483,10 +551,11 @@ async function readSnapshot(file: string, root: string): Promise<TreeState> {
   if (typeof data !== 'object' || data === null || (data as { format?: unknown }).format !== SNAPSHOT_FORMAT) {
     throw corrupt('not a snapshot written by fanotify/parcel writeSnapshot()');
   }
-  const { version, entries } = data as { version?: unknown; entries?: unknown };
+  const { version, entries, cursor } = data as { version?: unknown; entries?: unknown; cursor?: unknown };
   if (version !== SNAPSHOT_VERSION) {
     throw new Error(`getEventsSince: snapshot file ${file} has version ${String(version)}; this version reads version ${SNAPSHOT_VERSION}: write a new snapshot`);
   }
+  if (typeof cursor === 'string') return { cursor };
   if (typeof entries !== 'object' || entries === null || Array.isArray(entries)) throw corrupt('no entries');
   const state: TreeState = new Map();
   for (const [rel, e] of Object.entries(entries as Record<string, unknown>)) {
@@ -497,11 +566,13 @@ async function readSnapshot(file: string, root: string): Promise<TreeState> {
     const entry: EntryState = { isDir: isDir === 1, ino, size, mtimeMs, ctimeMs };
     state.set(absoluteIn(root, rel), entry);
   }
-  return state;
+  return { state };
 }
 
 /**
- * The changes under `dir` since {@link writeSnapshot} wrote `snapshotPath`: a fresh crawl
+ * The changes under `dir` since {@link writeSnapshot} wrote `snapshotPath`. When a journal
+ * (`fan journal run`) was recording `dir` at snapshot time, the snapshot holds a cursor and the
+ * journal answers in milliseconds, across restarts of the recorder; otherwise a fresh crawl is
  * diffed against the snapshot. New entries are `create`, removed ones `delete`, files whose
  * size or times changed `update`; an entry replaced by another inode (a rename onto it, or
  * delete and recreate) is `delete` + `create`, and a rename is `delete` of the old path +
@@ -518,8 +589,19 @@ async function readSnapshot(file: string, root: string): Promise<TreeState> {
 export async function getEventsSince(dir: string, snapshotPath: string, opts?: Options): Promise<Event[]> {
   const n = normalize(dir, opts, 'getEventsSince');
   const file = resolvePath(snapshotPath);
-  const before = await readSnapshot(file, n.dir);
+  const snapshot = await readSnapshot(file, n.dir);
   checkDir(n.dir, 'getEventsSince');
+  if ('cursor' in snapshot) {
+    // Written while a journal recorded the root: ask it. If its continuity was lost (another
+    // instance, pruned), every entry is reported as created, as a fresh start must be.
+    const journal = await openJournal(n.dir, { record: false });
+    try {
+      return journalEvents(n, (await journal.since(snapshot.cursor)).changes);
+    } finally {
+      await journal.close();
+    }
+  }
+  const before = snapshot.state;
   const after = await crawl(n);
   const ignored = extraFilter(n, n.dir);
   const matcher = new IgnoreMatcher(n.dir, n.patterns);
