@@ -80,27 +80,14 @@ export async function snapshotTree(root: string, ignore?: IgnoreMatcher): Promis
 export function snapshotTreeSync(root: string, ignore?: IgnoreMatcher): TreeState {
   const state: TreeState = new Map();
   const prefix = root === '/' ? 1 : root.length + 1;
-  const walk = (dir: string): void => {
-    let entries: Dirent[];
-    try {
-      entries = readdirSync(dir, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      const path = joinPath(dir, e.name);
-      if (ignore?.ignores(path)) continue;
-      let st: EntryState;
-      try {
-        st = stateOf(lstatSync(path));
-      } catch {
-        continue; // Gone during the walk.
-      }
-      state.set(path.slice(prefix), st);
-      if (st.isDir) walk(path);
-    }
-  };
-  walk(root);
+  crawlSync(
+    root,
+    (path) => {
+      const st = stateOfPath(path);
+      if (st) state.set(path.slice(prefix), st); // else: gone during the walk
+    },
+    ignore,
+  );
   return state;
 }
 
