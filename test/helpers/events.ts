@@ -4,6 +4,7 @@
 import type { FanotifyGroup, GroupEvent } from '../../src/group.js';
 import { PathResolver, isUnder } from '../../src/resolve/index.js';
 import type { EventName } from '../../src/kernel/names.js';
+import { Waker } from './waker.js';
 
 /** An event reduced to what a test asserts. */
 export interface Seen {
@@ -20,7 +21,7 @@ export interface Seen {
 export class EventLog {
   readonly seen: Seen[] = [];
   readonly resolver = new PathResolver();
-  #wake: (() => void) | undefined;
+  readonly #waker = new Waker();
 
   constructor(group: FanotifyGroup, readonly root: string, onEvent?: (ev: GroupEvent) => void) {
     group.listen((ev) => {
@@ -30,7 +31,7 @@ export class EventLog {
       // Path-less events (a deleted inode's deleteSelf) are kept: the test's filesystem is private.
       if (path !== undefined && !isUnder(path, root)) return;
       this.seen.push({ type: ev.type, names: ev.names, isDir: ev.isDir, path: r.path, oldPath: r.oldPath, gone: r.gone, pid: ev.pid });
-      this.#wake?.();
+      this.#waker.wake();
     });
   }
 
@@ -41,17 +42,7 @@ export class EventLog {
 
   /** Wait until `count` events are held (or `ms` passed), then take them all. */
   async takeAtLeast(count: number, ms = 3000): Promise<Seen[]> {
-    const end = Date.now() + ms;
-    while (this.seen.length < count && Date.now() < end) {
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.max(1, end - Date.now()));
-        this.#wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-    }
-    this.#wake = undefined;
+    await this.#waker.until(() => this.seen.length >= count, ms);
     // Let events of the same burst that are still in the kernel queue arrive too.
     await new Promise((r) => setTimeout(r, 50));
     return this.take();

@@ -2,34 +2,25 @@
  * Collect watch events so tests can wait for exact sequences.
  */
 import type { Subscription, WatchEvent } from '../../src/watch/index.js';
+import { Waker } from './waker.js';
 
 /** Buffers every batch a subscription delivers. */
 export class WatchLog {
   readonly events: WatchEvent[] = [];
   readonly batches: WatchEvent[][] = [];
-  #wake: (() => void) | undefined;
+  readonly #waker = new Waker();
 
   constructor(readonly sub: Subscription) {
     sub.on('events', (batch) => {
       this.batches.push(batch);
       this.events.push(...batch);
-      this.#wake?.();
+      this.#waker.wake();
     });
   }
 
   /** Wait until `pred` holds for the collected events (or `ms` pass), then return them all. */
   async until(pred: (events: WatchEvent[]) => boolean, ms = 5000): Promise<WatchEvent[]> {
-    const end = Date.now() + ms;
-    while (!pred(this.events) && Date.now() < end) {
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.max(1, end - Date.now()));
-        this.#wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-    }
-    this.#wake = undefined;
+    await this.#waker.until(() => pred(this.events), ms);
     return this.events;
   }
 
