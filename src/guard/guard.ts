@@ -44,6 +44,21 @@ export interface DecisionRecord {
   readonly late?: boolean;
 }
 
+/** A decision being made: what the event was, and what has been decided so far. */
+interface Decided {
+  readonly ev: PermissionEvent;
+  readonly ctx: AccessContext;
+  readonly proc: { pid: number; comm?: string; exe?: string; uid?: number };
+  readonly t0: number;
+  readonly decision: RuleVerdict | 'default';
+  readonly rule: string;
+  answer: 'allow' | 'deny';
+  cacheable: boolean;
+  errno?: DenyErrno;
+  signature?: string;
+  error?: string;
+}
+
 /** Options of {@link Guard.start}. */
 export interface GuardOptions {
   /** Directories (or files) to guard. Their mounts (or filesystems) are marked. */
@@ -165,7 +180,11 @@ export class Guard {
     this.metrics.cacheFlushes++;
   }
 
-  async #handle(ev: GroupEvent): Promise<void> {
+  /**
+   * Decide one event. Synchronous for policy verdicts (allow, deny, audit, default): only `scan`
+   * and `ask` return a promise, so the common path costs no promise or microtask.
+   */
+  #handle(ev: GroupEvent): void | Promise<void> {
     if (!isPermissionEvent(ev)) return;
     const t0 = performance.now();
     const event = EVENT_KIND[ev.type] ?? 'open';
@@ -183,90 +202,111 @@ export class Guard {
       this.metrics.outside++;
       return;
     }
-    const proc = this.#processes.get(ev.pid);
-    const parent = proc.ppid !== undefined ? this.#processes.get(proc.ppid).comm : undefined;
+    const policy = this.#policy;
+    // The process is looked up only when a rule or the log needs it.
+    const proc = policy.byProcess || this.#options.log ? this.#processes.get(ev.pid) : { pid: ev.pid };
+    const parent = policy.byProcess && proc.ppid !== undefined ? this.#processes.get(proc.ppid).comm : undefined;
     const ctx: AccessContext = { path, event, pid: ev.pid, uid: proc.uid, gid: proc.gid, comm: proc.comm, exe: proc.exe, parent };
-    const match = this.#policy.decide(ctx);
-    const decision: RuleVerdict | 'default' = match?.rule.verdict ?? 'default';
-    const ruleName = match ? (match.rule.name ?? `#${match.index}`) : 'default';
-    let answer: 'allow' | 'deny';
-    let errno: DenyErrno | undefined;
-    let signature: string | undefined;
-    let error: string | undefined;
-    let cacheable = this.#options.cache !== false && this.#policy.cacheable(ctx, match?.index);
-    switch (decision) {
+    const match = policy.decide(ctx);
+    const d: Decided = {
+      ev,
+      ctx,
+      proc,
+      t0,
+      decision: match?.rule.verdict ?? 'default',
+      rule: match ? (match.rule.name ?? `#${match.index}`) : 'default',
+      answer: policy.policy.default,
+      cacheable: this.#options.cache !== false && policy.cacheable(ctx, match?.index) && match?.rule.cache !== false,
+    };
+    switch (d.decision) {
       case 'default':
-        answer = this.#policy.policy.default;
         break;
       case 'allow':
+        d.answer = 'allow';
+        break;
       case 'audit':
-        answer = 'allow';
-        cacheable &&= decision === 'allow' && match!.rule.cache !== false;
+        d.answer = 'allow';
+        d.cacheable = false; // every access is to be recorded
         break;
       case 'deny':
-        answer = 'deny';
-        errno = match!.rule.errno;
+        d.answer = 'deny';
+        d.errno = match!.rule.errno;
         break;
-      case 'scan': {
-        const res = await this.#scan(ev, path);
-        if (res.verdict === 'clean') answer = 'allow';
-        else if (res.verdict === 'infected') {
-          answer = 'deny';
-          signature = res.signature;
-        } else {
-          answer = this.#policy.policy.onError;
-          error = res.error.message;
-        }
-        cacheable &&= res.verdict === 'clean' && match!.rule.cache !== false;
-        break;
-      }
-      case 'ask': {
-        try {
-          const d = await (this.#workers ? this.#workers.run(ctx) : this.#options.handler!(ctx));
-          const verdict = typeof d === 'string' ? d : d.verdict;
-          answer = verdict === 'deny' ? 'deny' : 'allow';
-          if (typeof d !== 'string' && d.errno !== undefined) {
-            if (!Object.hasOwn(DENY_ERRNOS, d.errno)) throw new Error(`handler returned an errno the kernel refuses: ${d.errno}`);
-            errno = d.errno as DenyErrno;
-          }
-        } catch (err) {
-          answer = this.#policy.policy.onError;
-          error = err instanceof Error ? err.message : String(err);
-        }
-        cacheable = false;
-        break;
-      }
+      case 'scan':
+        return this.#scanned(d);
+      case 'ask':
+        return this.#asked(d);
     }
+    this.#conclude(d);
+  }
+
+  async #scanned(d: Decided): Promise<void> {
+    const res = await this.#scan(d.ev, d.ctx.path);
+    if (res.verdict === 'clean') d.answer = 'allow';
+    else if (res.verdict === 'infected') {
+      d.answer = 'deny';
+      d.signature = res.signature;
+    } else {
+      d.answer = this.#policy.policy.onError;
+      d.error = res.error.message;
+    }
+    d.cacheable &&= res.verdict === 'clean';
+    const record = this.#conclude(d);
+    if (d.signature && this.#options.onInfected) await this.#options.onInfected({ ...record, signature: d.signature });
+  }
+
+  async #asked(d: Decided): Promise<void> {
+    d.cacheable = false;
+    try {
+      const r = await (this.#workers ? this.#workers.run(d.ctx) : this.#options.handler!(d.ctx));
+      d.answer = (typeof r === 'string' ? r : r.verdict) === 'deny' ? 'deny' : 'allow';
+      if (typeof r !== 'string' && r.errno !== undefined) {
+        if (!Object.hasOwn(DENY_ERRNOS, r.errno)) throw new Error(`handler returned an errno the kernel refuses: ${r.errno}`);
+        d.errno = r.errno as DenyErrno;
+      }
+    } catch (err) {
+      d.answer = this.#policy.policy.onError;
+      d.error = err instanceof Error ? err.message : String(err);
+    }
+    this.#conclude(d);
+  }
+
+  /** Answer (unless the deadline did), cache, count and log a decision. */
+  #conclude(d: Decided): DecisionRecord {
+    const { ev } = d;
     const dryRun = this.#options.dryRun ?? false;
     const late = ev.answered;
     // The mark goes on before the answer: answering closes the event fd.
-    const cached = !dryRun && !late && answer === 'allow' && cacheable && this.#cache(ev, event, false);
+    const cached = !dryRun && !late && d.answer === 'allow' && d.cacheable && this.#cache(ev, d.ctx.event, false);
     if (!late) {
-      if (answer === 'allow' || dryRun) ev.allow();
-      else ev.deny(errno);
+      if (d.answer === 'allow' || dryRun) ev.allow();
+      else ev.deny(d.errno);
     }
     const record: DecisionRecord = {
-      time: new Date().toISOString(),
+      time: '',
       pid: ev.pid,
-      comm: proc.comm,
-      exe: proc.exe,
-      uid: proc.uid,
-      event,
-      path,
-      answer: late ? this.#policy.policy.onError : dryRun ? 'allow' : answer,
-      decision,
-      ...(errno ? { errno } : {}),
-      rule: ruleName,
-      latencyMs: performance.now() - t0,
+      comm: d.proc.comm,
+      exe: d.proc.exe,
+      uid: d.proc.uid,
+      event: d.ctx.event,
+      path: d.ctx.path,
+      answer: late ? this.#policy.policy.onError : dryRun ? 'allow' : d.answer,
+      decision: d.decision,
+      ...(d.errno ? { errno: d.errno } : {}),
+      rule: d.rule,
+      latencyMs: performance.now() - d.t0,
       cached,
       ...(dryRun ? { dryRun } : {}),
-      ...(signature ? { signature } : {}),
-      ...(error ? { error } : {}),
+      ...(d.signature ? { signature: d.signature } : {}),
+      ...(d.error ? { error: d.error } : {}),
       ...(late ? { late } : {}),
     };
     this.metrics.record(record);
-    this.#options.log?.(record);
-    if (signature && this.#options.onInfected) await this.#options.onInfected({ ...record, signature });
+    if (this.#options.log) {
+      (record as { time: string }).time = new Date().toISOString();
+      this.#options.log(record);
+    }
+    return record;
   }
 
   async #scan(ev: PermissionEvent, path: string): Promise<ScanResult> {

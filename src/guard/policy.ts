@@ -126,9 +126,14 @@ export interface AccessContext {
 export class CompiledPolicy {
   readonly #rules: ({ rule: Rule; index: number } & CompiledMatch)[];
 
+  /** True when some rule looks at the accessing process (uid, gid, comm, exe, parent). */
+  readonly byProcess: boolean;
+
   constructor(readonly policy: Policy) {
     this.#rules = policy.rules.map((rule, index) => ({ rule, index, ...compileMatch(rule.match) }));
+    this.byProcess = this.#rules.some((r) => r.byProcess);
   }
+
 
   /** True when some rule denies with an errno other than EPERM (that needs a pre-content group). */
   get needsErrno(): boolean {
