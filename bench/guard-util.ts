@@ -22,21 +22,7 @@ export function compile(dir: string, name: string): string {
   return bin;
 }
 
-/** One line describing the machine, for the report. */
-export function machineNote(extra = ''): string {
-  const mem = Math.round(Number(/MemTotal:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0) / 1024 / 1024);
-  let source = '';
-  try {
-    const cwd = fileURLToPath(new URL('../..', import.meta.url));
-    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'native'], { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    source = `; source ${head}${dirty ? ' + uncommitted changes in src/ or native/' : ''}`;
-  } catch {
-    /* not a git checkout */
-  }
-  const load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-  return `${cpus().length} CPUs, ${mem} GiB, Linux ${release()}, node ${process.version}${extra}${source}; load average at start ${load}`;
-}
+export { machineNote } from './watch-util.js';
 
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 

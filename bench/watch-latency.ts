@@ -31,7 +31,7 @@ import {
   fmt,
   isEv,
   isReady,
-  machineNote,
+  watchMachineNote,
   monoNs,
   parseFlags,
   quantile,
@@ -130,7 +130,7 @@ async function main(): Promise<void> {
       ...(o.noDefault ? [] : [{ label: 'ours, default debounceMs (30)', tool: 'ours' as Tool, subtractMs: 30, steadySubtractMs: 0 }]),
       { label: '@parcel/watcher (fixed batching)', tool: 'parcel', subtractMs: 0 },
     ];
-    process.stdout.write(`# watch-latency: ${machineNote()}\n`);
+    process.stdout.write(`# watch-latency: ${watchMachineNote()}\n`);
     process.stdout.write(`${o.writes} writes, one every ${o.interval} ms, round robin over ${files.length} files in 10 dirs on loop ext4 ${fs.dir}\n`);
     const results: Result[] = [];
     const sparse: Result[] = [];

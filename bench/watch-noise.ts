@@ -45,7 +45,7 @@ import {
   fmt,
   isEv,
   isReady,
-  machineNote,
+  watchMachineNote,
   memMiB,
   monoNs,
   parseFlags,
@@ -247,7 +247,7 @@ async function main(): Promise<void> {
       watched.push(p);
     }
     const queue = readFileSync('/proc/sys/fs/fanotify/max_queued_events', 'utf8').trim();
-    process.stdout.write(`# watch-noise: ${machineNote()}; fanotify max_queued_events ${queue}\n`);
+    process.stdout.write(`# watch-noise: ${watchMachineNote()}; fanotify max_queued_events ${queue}\n`);
     process.stdout.write(
       `storm: ${o.files} files created+written+closed+unlinked in ${o.dirs} dirs under ${root}/elsewhere; watched: ${root}/watched (10 files)\n`,
     );

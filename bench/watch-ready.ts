@@ -33,7 +33,7 @@ import {
   fmt,
   isEv,
   isReady,
-  machineNote,
+  watchMachineNote,
   median,
   monoNs,
   parseFlags,
@@ -235,7 +235,7 @@ async function main(): Promise<void> {
   const work = await mkdtemp(join(tmpdir(), 'watch-ready-'));
   try {
     const gen = compileGen(work);
-    process.stdout.write(`# watch-ready: ${machineNote()}\n`);
+    process.stdout.write(`# watch-ready: ${watchMachineNote()}\n`);
     const reps: Record<Tool, number> = { none: 1, ours: o.repsOurs, parcel: o.repsParcel, chokidar: o.repsChokidar };
     const deadlines: Record<Tool, number> = { none: 30, ours: 30, parcel: 300, chokidar: o.chokidarDeadline };
     const small = await phase(gen, o.files, ['none', 'ours', 'parcel', 'chokidar'], reps, deadlines);

@@ -52,16 +52,8 @@ export function parseFlags<T extends Record<string, number | string | boolean>>(
 // ---------------------------------------------------------------------------------------------
 // Machine
 
-/** One line describing the machine and the tools, for the report. */
-export function machineNote(): string {
-  let parcel = '?';
-  let chokidar = '?';
-  try {
-    parcel = (JSON.parse(readFileSync(fileURLToPath(new URL('../../node_modules/@parcel/watcher/package.json', import.meta.url)), 'utf8')) as { version: string }).version;
-    chokidar = (JSON.parse(readFileSync(fileURLToPath(new URL('../../node_modules/chokidar/package.json', import.meta.url)), 'utf8')) as { version: string }).version;
-  } catch {
-    /* reported as ? */
-  }
+/** One line describing the machine (and `extra`, e.g. tool versions), for the report. */
+export function machineNote(extra = ''): string {
   const mem = Math.round(Number(/MemTotal:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0) / 1024 / 1024);
   let source = '';
   try {
@@ -73,7 +65,19 @@ export function machineNote(): string {
     /* not a git checkout */
   }
   const load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-  return `${cpus().length} CPUs, ${mem} GiB, Linux ${release()}, node ${process.version}, @parcel/watcher ${parcel}, chokidar ${chokidar}${source}; load average at start ${load}`;
+  return `${cpus().length} CPUs, ${mem} GiB, Linux ${release()}, node ${process.version}${extra}${source}; load average at start ${load}`;
+}
+
+/** {@link machineNote} with the versions of the anchors of the watch benchmarks. */
+export function watchMachineNote(): string {
+  const version = (pkg: string): string => {
+    try {
+      return (JSON.parse(readFileSync(fileURLToPath(new URL(`../../node_modules/${pkg}/package.json`, import.meta.url)), 'utf8')) as { version: string }).version;
+    } catch {
+      return '?';
+    }
+  };
+  return machineNote(`, @parcel/watcher ${version('@parcel/watcher')}, chokidar ${version('chokidar')}`);
 }
 
 // ---------------------------------------------------------------------------------------------
