@@ -12,17 +12,9 @@
 import { EventBit } from '../src/kernel/constants.js';
 import { encodeEvent, type EventSpec, type FileIdSpec } from '../src/kernel/encode.js';
 
-/** A small, fast, seedable PRNG (mulberry32): uniform uint32s. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
+import { mulberry32 } from '../test/helpers/random.js';
+
+
 
 /** The default size of a recorded batch: the group's default read buffer. */
 export const BATCH_BYTES = 256 * 1024;

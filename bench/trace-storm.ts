@@ -20,13 +20,14 @@
  * @module
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { cpus, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createLoopFs, type LoopFs } from '../test/helpers/loopfs.js';
+import { profileSummary } from './watch-util.js';
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -549,48 +550,6 @@ function stderrReport(r: RunResult): string {
   if (r.stderr.size === 0) return `${label}: stderr empty; exit ${r.exit.code ?? r.exit.signal}`;
   const top = [...r.stderr].sort((a, b) => b[1] - a[1]).slice(0, 5);
   return `${label}: exit ${r.exit.code ?? r.exit.signal}; stderr:\n${top.map(([l, n]) => `  ${n} × ${l.slice(0, 160)}`).join('\n')}`;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Profile summary
-
-interface ProfileNode {
-  id: number;
-  callFrame: { functionName: string; url: string; lineNumber: number };
-  children?: number[];
-}
-interface Profile {
-  nodes: ProfileNode[];
-  samples: number[];
-  timeDeltas: number[];
-}
-
-function profileSummary(dir: string, top = 25): string {
-  const files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')).sort();
-  const last = files[files.length - 1];
-  if (!last) return `no .cpuprofile in ${dir}`;
-  const p = JSON.parse(readFileSync(join(dir, last), 'utf8')) as Profile;
-  const byId = new Map(p.nodes.map((n) => [n.id, n]));
-  const self = new Map<string, number>();
-  let total = 0;
-  for (let i = 0; i < p.samples.length; i++) {
-    const n = byId.get(p.samples[i] ?? -1);
-    const dt = p.timeDeltas[i] ?? 0;
-    if (!n) continue;
-    total += dt;
-    const cf = n.callFrame;
-    const where = cf.url ? `${cf.url.replace(/^.*\/(dist|node_modules)\//, '$1/')}:${cf.lineNumber + 1}` : '';
-    const key = `${cf.functionName || '(anonymous)'} ${where}`.trim();
-    self.set(key, (self.get(key) ?? 0) + dt);
-  }
-  const idle = [...self].filter(([k]) => k.startsWith('(idle)')).reduce((s, [, v]) => s + v, 0);
-  const busy = total - idle;
-  const rows = [...self]
-    .filter(([k]) => !k.startsWith('(idle)'))
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, top)
-    .map(([k, v]) => [k, fmt(v / 1000, 0), pct(v, busy)]);
-  return `profile ${join(dir, last)}: ${fmt(busy / 1e6)} s busy of ${fmt(total / 1e6)} s\n${table([['function (self time)', 'ms', '% of busy'], ...rows])}`;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import { encodeEvent, type EventSpec, type FileIdSpec, type RecordSpec } from '.
 import { DecodeError, type DecodedEvent, type DirEntryRef } from '../src/kernel/events.js';
 import { FileId } from '../src/kernel/fileid.js';
 import { EVENT_BITS } from '../src/kernel/names.js';
+import { mulberry32 } from './helpers/random.js';
 
 function envInt(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -40,17 +41,6 @@ const COUNT = envInt('FUZZ_COUNT', 1_000_000);
 const MAX_MS = envInt('FUZZ_MAX_MS', 250);
 const SEED_HEX = `0x${SEED.toString(16).padStart(8, '0')}`;
 
-/** mulberry32: a small, fast, seedable PRNG of uniform uint32s. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
 
 const rand = mulberry32(SEED);
 /** A uniform integer in 0..n-1. */

@@ -1,0 +1,15 @@
+/**
+ * A small, fast, seedable PRNG for fuzzing, property tests and fixtures.
+ */
+
+/** mulberry32: uniform uint32s from a 32-bit seed. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (t ^ (t >>> 14)) >>> 0;
+  };
+}
