@@ -32,3 +32,17 @@ test('a directory created with contents and renamed in one window: its contents 
     ['create /r/e', 'create /r/e/x'],
   );
 });
+
+test('a file created and renamed over an existing path, then renamed away or deleted: the replaced path is deleted', () => {
+  // /b existed before the window: the first rename replaced it, so it must not be forgotten.
+  assert.deepEqual(show(coalesce([ev('create', '/a'), mv('/a', '/b'), mv('/b', '/c')])), ['delete /b', 'create /c']);
+  assert.deepEqual(show(coalesce([ev('create', '/a'), mv('/a', '/b'), ev('delete', '/b')])), ['delete /b']);
+  assert.deepEqual(show(coalesce([ev('create', '/a'), mv('/a', '/b'), ev('update', '/b'), mv('/b', '/c')])), ['delete /b', 'create /c']);
+  // The journal's bursts property test found this one: a chain of renames over existing files.
+  assert.deepEqual(
+    show(coalesce([ev('create', '/x/b'), mv('/x/b', '/d'), mv('/d', '/e'), mv('/e', '/d')])),
+    ['delete /e', 'create /d'],
+  );
+  // A target created in the same window did not exist before it: nothing to delete.
+  assert.deepEqual(show(coalesce([ev('create', '/t'), ev('create', '/a'), mv('/a', '/t'), mv('/t', '/c')])), ['create /c']);
+});

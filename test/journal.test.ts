@@ -272,7 +272,7 @@ describe('journal on ext4', { timeout: 600_000 }, () => {
       fs.mkdirSync(root);
       populate(root, ['old.txt']);
       const stateDir = tempStateDir();
-      j = await withMaxQueuedEvents(16, () => openJournal(root, { stateDir }));
+      j = await withMaxQueuedEvents(16, () => openJournal(root, { stateDir, unlimitedQueue: false }));
       const c0 = await syncedCursor(j);
       const burstAt = Date.now();
       for (let i = 0; i < 300; i++) fs.writeFileSync(`${root}/f${String(i).padStart(3, '0')}`, 'x');

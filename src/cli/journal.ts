@@ -88,15 +88,17 @@ export function journalCommand(): Command {
         .argParser((v: string, prev: string[]) => [...prev, v])
         .default([]),
     )
+    .option('--bounded-queue', 'keep the kernel event queue at /proc/sys/fs/fanotify/max_queued_events: a burst beyond it overflows and is reconciled (default: unlimited queue, nothing overflows)')
     .option('--json', 'log reconciliations and errors as NDJSON')
     .action(
-      action(async (roots: string[], flags: CommonFlags & { maxAge?: number; maxChanges?: number; ignore: string[] }) => {
+      action(async (roots: string[], flags: CommonFlags & { maxAge?: number; maxChanges?: number; ignore: string[]; boundedQueue?: boolean }) => {
         const log = (obj: Record<string, unknown>, text: string): void => {
           process.stderr.write(flags.json ? `${JSON.stringify({ time: new Date().toISOString(), ...obj })}\n` : `fan journal: ${text}\n`);
         };
         const rec = await Recorder.start(roots, {
           stateDir: flags.stateDir,
           ignore: flags.ignore,
+          unlimitedQueue: !flags.boundedQueue,
           retention: { maxAgeMs: flags.maxAge, maxChanges: flags.maxChanges },
           onError: (err) => log({ type: 'error', message: err.message }, err.message),
           onReconcile: (root, info) =>

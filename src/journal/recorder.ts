@@ -10,14 +10,15 @@ import {
   IgnoreMatcher,
   snapshotTreeSync,
   diffTrees,
-  stateOfPath,
   type EntryState,
   type Subscription,
   type WatchEvent,
 } from '../watch/index.js';
-import { isUnder, joinPath } from '../resolve/paths.js';
+import { isUnder } from '../resolve/paths.js';
 import { FanotifyError } from '../errors.js';
 import { JournalStore, defaultStateDir, type NewChange, type RootRow, type StateUpdate } from './store.js';
+import { StateIndex } from './state-index.js';
+import { ChangeLogger, pendingCommit, withoutDuplicateDirs, type PendingCommit } from './change-logger.js';
 
 /** Files the journal writes into a root to sync with its recorder; never logged. */
 export const COOKIE_PREFIX = '.fanotify-cookie-';
@@ -39,6 +40,12 @@ export interface RecorderOptions {
   /** Batching window of the underlying watch, in ms. Default 10. */
   readonly debounceMs?: number;
   readonly retention?: Retention;
+  /**
+   * No limit on the kernel queue of the recorder's fanotify group (default true): a burst the
+   * recorder cannot keep up with waits in kernel memory instead of overflowing into a
+   * reconciliation. False: the queue is bounded, and an overflow is reconciled.
+   */
+  readonly unlimitedQueue?: boolean;
   /** Start a new journal when the database is corrupt, instead of failing. */
   readonly rebuildIfCorrupt?: boolean;
   /** Failures while recording (a root's reconciliation, a commit). Default: a process warning. */
@@ -64,6 +71,9 @@ interface RootState {
   readonly ignore: IgnoreMatcher;
   /** Strip the root prefix: relative paths are what the store keeps. */
   readonly prefix: number;
+  /** The store's state index of the root, in memory: events are logged against it. */
+  readonly index: StateIndex;
+  readonly logger: ChangeLogger;
 }
 
 /**
@@ -94,19 +104,6 @@ function withContentsOfDeletedDirs(
   return [...diff.filter((d) => !(d.type === 'update' && recreated.has(d.path))), ...again];
 }
 
-/** Index entry of a logged path that was gone before it could be stat'ed: it matches nothing on disk. */
-function unknownState(isDir: boolean): EntryState {
-  return { isDir, ino: -1, size: -1, mtimeMs: -1, ctimeMs: -1 };
-}
-
-/** `rel` is `dir` or below it (relative paths). */
-function isUnderRel(rel: string, dir: string): boolean {
-  return rel === dir || (rel.startsWith(dir) && rel.charCodeAt(dir.length) === 47);
-}
-
-/** Entries indexed as unknown that are followed to their current path, at most. */
-const MAX_UNKNOWN = 10_000;
-
 /** Retention in force by default. */
 export const DEFAULT_RETENTION: Required<Retention> = { maxAgeMs: 7 * 24 * 3600_000, maxChanges: 1_000_000 };
 const PRUNE_EVERY_MS = 10_000;
@@ -124,8 +121,6 @@ export class Recorder {
   #closed = false;
   #lastPrune = 0;
   readonly #cookieWaiters = new Map<string, () => void>();
-  /** Per root: paths indexed as unknown (gone when their change was logged), where they are now. */
-  readonly #unknown = new Map<RootState, Set<string>>();
   /** Counters: changes logged, commits, reconciliations. */
   readonly stats = { changes: 0, commits: 0, reconciles: 0 };
 
@@ -166,7 +161,9 @@ export class Recorder {
         if (row.recorderPid !== null && row.recorderPid !== process.pid && pidAlive(row.recorderPid)) {
           throw new FanotifyError(`journal: ${path} is already being recorded by pid ${row.recorderPid}`, 'EBUSY');
         }
-        roots.push({ path, row, ignore: new IgnoreMatcher(path, ignore), prefix: path === '/' ? 1 : path.length + 1 });
+        const matcher = new IgnoreMatcher(path, ignore);
+        const index = new StateIndex(row.indexed ? store.loadState(row.id) : new Map());
+        roots.push({ path, row, ignore: matcher, prefix: path === '/' ? 1 : path.length + 1, index, logger: new ChangeLogger(path, index, matcher) });
       }
     } catch (err) {
       store.close();
@@ -178,6 +175,9 @@ export class Recorder {
       {
         debounceMs: options.debounceMs ?? 10,
         ignore,
+        unlimitedQueue: options.unlimitedQueue ?? true,
+        // Each change is checked against the disk and the index: coalescing would guess.
+        coalesce: false,
         // A sync cookie means a reader is waiting: log what came before it now.
         flushWhen: (ev) => ev.type === 'create' && basename(ev.path).startsWith(COOKIE_PREFIX),
       },
@@ -217,7 +217,7 @@ export class Recorder {
 
   /** Turn a batch into logged changes and state updates: one transaction per root. */
   #apply(batch: WatchEvent[]): void {
-    const perRoot = new Map<RootState, { changes: NewChange[]; state: StateUpdate[] }>();
+    const perRoot = new Map<RootState, PendingCommit>();
     const rescans: { root: RootState; reason: string }[] = [];
     // A cookie says "everything before me is logged": acknowledge it only once this batch is
     // committed (and reconciled), or a reader could answer without the changes ahead of it.
@@ -237,45 +237,18 @@ export class Recorder {
         if (ev.type === 'create') cookies.push(basename(ev.path).slice(COOKIE_PREFIX.length));
         continue;
       }
-      let entry = perRoot.get(root);
-      if (!entry) perRoot.set(root, (entry = { changes: [], state: [] }));
+      let out = perRoot.get(root);
+      if (!out) perRoot.set(root, (out = pendingCommit()));
       const rel = ev.path.slice(root.prefix);
-      const time = ev.time;
-      const unknown = this.#unknownOf(root);
       if (ev.type === 'rename') {
-        if (!isUnder(ev.oldPath, root.path)) continue;
-        const oldRel = ev.oldPath.slice(root.prefix);
-        entry.changes.push({ time, kind: 'rename', path: rel, oldPath: oldRel, isDir: ev.isDir });
-        entry.state.push({ op: 'move', from: oldRel, to: rel });
-        for (const p of [...unknown]) if (isUnderRel(p, rel)) unknown.delete(p);
-        for (const p of [...unknown]) {
-          if (!isUnderRel(p, oldRel)) continue;
-          unknown.delete(p);
-          unknown.add(rel + p.slice(oldRel.length));
-        }
-        // A rename changes the inode's ctime: index it as it is now, or a restart sees an update.
-        this.#index(unknown, entry.state, rel, ev.path, ev.isDir);
-      } else if (ev.type === 'delete') {
-        entry.changes.push({ time, kind: 'delete', path: rel, isDir: ev.isDir });
-        entry.state.push({ op: 'delete', path: rel });
-        for (const p of [...unknown]) if (isUnderRel(p, rel)) unknown.delete(p);
+        const from = isUnder(ev.oldPath, root.path) && ev.oldPath !== root.path ? ev.oldPath.slice(root.prefix) : undefined;
+        root.logger.rename(from, rel, ev.isDir, ev.time, out);
       } else {
-        entry.changes.push({ time, kind: ev.type, path: rel, isDir: ev.isDir });
-        this.#index(unknown, entry.state, rel, ev.path, ev.isDir);
-      }
-    }
-    // Entries indexed as unknown that later renames (in this batch or an earlier one) brought to
-    // a path that exists: index them as they are.
-    for (const [root, { state }] of perRoot) {
-      const unknown = this.#unknownOf(root);
-      for (const p of [...unknown]) {
-        const st = stateOfPath(joinPath(root.path, p));
-        if (!st) continue;
-        unknown.delete(p);
-        state.push({ op: 'set', path: p, state: st });
+        root.logger.path(rel, ev.type, ev.time, out);
       }
     }
     for (const [root, { changes, state }] of perRoot) {
+      if (changes.length === 0 && state.length === 0) continue;
       this.store.commit(root.row.id, changes, state);
       this.stats.changes += changes.length;
       this.stats.commits++;
@@ -283,30 +256,6 @@ export class Recorder {
     for (const { root, reason } of rescans) this.reconcile(root.path, reason);
     this.#maybePrune();
     for (const token of cookies) this.#cookieSeen(token);
-  }
-
-  #unknownOf(root: RootState): Set<string> {
-    let set = this.#unknown.get(root);
-    if (!set) this.#unknown.set(root, (set = new Set()));
-    return set;
-  }
-
-  /**
-   * Index a logged create, update or rename target as it is now. When it is gone already
-   * (deleted or renamed since), index it anyway, as unknown: the delete or rename on the way
-   * fixes the entry, and when that event is lost (a stop, a crash, an overflow) the next
-   * reconciliation reports the path gone instead of never.
-   */
-  #index(unknown: Set<string>, state: StateUpdate[], rel: string, abs: string, isDir: boolean): void {
-    const st = stateOfPath(abs);
-    if (st) {
-      unknown.delete(rel);
-      state.push({ op: 'set', path: rel, state: st });
-      return;
-    }
-    state.push({ op: 'set', path: rel, state: unknownState(isDir) });
-    unknown.add(rel);
-    if (unknown.size > MAX_UNKNOWN) unknown.delete(unknown.values().next().value!);
   }
 
   /**
@@ -318,7 +267,7 @@ export class Recorder {
     const root = this.#roots.find((r) => r.path === rootPath);
     if (!root) throw new Error(`journal: ${rootPath} is not recorded here`);
     const t0 = performance.now();
-    const now = snapshotTreeSync(root.path, root.ignore);
+    const now = withoutDuplicateDirs(root.path, snapshotTreeSync(root.path, root.ignore));
     // Cookies the crawl found were written before it: once it is committed, they are answered
     // (after an overflow their create events may be lost, and a reader would wait in vain).
     const cookies: string[] = [];
@@ -335,8 +284,7 @@ export class Recorder {
     if (!row.indexed) {
       for (const [path, st] of now) state.push({ op: 'set', path, state: st });
     } else {
-      const before = this.store.loadState(row.id);
-      for (const d of withContentsOfDeletedDirs(diffTrees(before, now), now)) {
+      for (const d of withContentsOfDeletedDirs(diffTrees(root.index.entries, now), now)) {
         changes.push({ time, kind: d.type, path: d.path, isDir: d.isDir });
         if (d.type === 'delete') state.push({ op: 'delete', path: d.path });
       }
@@ -348,7 +296,8 @@ export class Recorder {
     }
     const ms = performance.now() - t0;
     this.store.commit(row.id, changes, state, { reconcileMs: ms, indexed: !row.indexed });
-    this.#unknown.get(root)?.clear();
+    root.index.replaceAll(now);
+    root.logger.clearStale();
     this.stats.reconciles++;
     this.stats.changes += changes.length;
     for (const token of cookies) this.#cookieSeen(token);

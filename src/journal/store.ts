@@ -8,7 +8,7 @@ import { mkdirSync, renameSync, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { FanotifyError } from '../errors.js';
-import type { EntryState } from '../watch/crawl.js';
+import type { EntryState } from '../watch/index.js';
 
 /** Kinds of logged changes. */
 export type ChangeKind = 'create' | 'update' | 'delete' | 'rename';
@@ -85,9 +85,13 @@ CREATE TABLE IF NOT EXISTS state (
   size INTEGER NOT NULL,
   mtime_ms REAL NOT NULL,
   ctime_ms REAL NOT NULL,
+  btime_ms REAL NOT NULL DEFAULT 0,
   PRIMARY KEY (root_id, path)
 ) WITHOUT ROWID;
 `;
+
+/** Columns added after schema 1 shipped: added in place to older databases (still schema 1). */
+const ADDED_COLUMNS = [{ table: 'state', column: 'btime_ms', ddl: 'ALTER TABLE state ADD COLUMN btime_ms REAL NOT NULL DEFAULT 0' }];
 
 /** Options of {@link JournalStore.open}. */
 export interface StoreOptions {
@@ -177,6 +181,10 @@ export class JournalStore {
         // FULL: a commit is on disk when it returns; that is when a change becomes visible.
         db.pragma('synchronous = FULL');
         db.exec(SCHEMA);
+        for (const c of ADDED_COLUMNS) {
+          const cols = db.prepare(`PRAGMA table_info(${c.table})`).all() as { name: string }[];
+          if (!cols.some((x) => x.name === c.column)) db.exec(c.ddl);
+        }
         const version = db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).get() as { value: string } | undefined;
         if (version && version.value !== SCHEMA_VERSION) {
           throw new FanotifyError(`journal: ${file} has schema ${version.value}, this version reads ${SCHEMA_VERSION}`, 'EJOURNALVERSION');
@@ -239,11 +247,13 @@ export class JournalStore {
   /** The last known state of every path of a root. */
   loadState(rootId: number): Map<string, EntryState> {
     const rows = this.#db
-      .prepare('SELECT path, is_dir, ino, size, mtime_ms, ctime_ms FROM state WHERE root_id = ?')
+      .prepare('SELECT path, is_dir, ino, size, mtime_ms, ctime_ms, btime_ms FROM state WHERE root_id = ?')
       .raw()
-      .all(rootId) as [string, number, number, number, number, number][];
+      .all(rootId) as [string, number, number, number, number, number, number][];
     const map = new Map<string, EntryState>();
-    for (const [path, isDir, ino, size, mtimeMs, ctimeMs] of rows) map.set(path, { isDir: isDir === 1, ino, size, mtimeMs, ctimeMs });
+    for (const [path, isDir, ino, size, mtimeMs, ctimeMs, birthtimeMs] of rows) {
+      map.set(path, { isDir: isDir === 1, ino, birthtimeMs, size, mtimeMs, ctimeMs });
+    }
     return map;
   }
 
@@ -265,7 +275,7 @@ export class JournalStore {
     const insert = db.prepare('INSERT INTO changes (root_id, seq, time, kind, path, old_path, is_dir) VALUES (?, ?, ?, ?, ?, ?, ?)');
     const setHigh = db.prepare('UPDATE roots SET high_seq = ? WHERE id = ?');
     const upsert = db.prepare(
-      'INSERT OR REPLACE INTO state (root_id, path, is_dir, ino, size, mtime_ms, ctime_ms) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      'INSERT OR REPLACE INTO state (root_id, path, is_dir, ino, size, mtime_ms, ctime_ms, btime_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
     );
     const delOne = db.prepare('DELETE FROM state WHERE root_id = ? AND path = ?');
     // Everything strictly below a directory: "dir/" <= path < "dir0" ('0' follows '/').
@@ -287,7 +297,7 @@ export class JournalStore {
       if (changes.length > 0) setHigh.run(seq, rootId);
       for (const u of state) {
         if (u.op === 'set') {
-          upsert.run(rootId, u.path, u.state.isDir ? 1 : 0, u.state.ino, u.state.size, u.state.mtimeMs, u.state.ctimeMs);
+          upsert.run(rootId, u.path, u.state.isDir ? 1 : 0, u.state.ino, u.state.size, u.state.mtimeMs, u.state.ctimeMs, u.state.birthtimeMs ?? 0);
         } else if (u.op === 'delete') {
           delOne.run(rootId, u.path);
           delBelow.run(rootId, `${u.path}/`, `${u.path}0`);

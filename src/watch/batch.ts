@@ -14,6 +14,14 @@ export class Batcher {
   #slots: (WatchEvent | undefined)[] = [];
   /** path → index in #slots of its pending create/update/delete. */
   #byPath = new Map<string, number>();
+  /**
+   * Creates made from a rename onto a path that may have held something before the window: the
+   * rename replaced it. Renamed away again, such a path must be reported deleted, not forgotten.
+   */
+  readonly #mayReplace = new Set<WatchEvent>();
+
+  /** @param coalesce - false: keep every change, in order (the batcher only collects). */
+  constructor(readonly coalesce = true) {}
 
   /** Number of pending events (before coalescing removes any). */
   get size(): number {
@@ -21,6 +29,10 @@ export class Batcher {
   }
 
   add(ev: WatchEvent): void {
+    if (!this.coalesce) {
+      this.#slots.push(ev);
+      return;
+    }
     switch (ev.type) {
       case 'create':
       case 'update':
@@ -43,15 +55,18 @@ export class Batcher {
       return;
     }
     const was = prev.type;
+    const replaced = this.#mayReplace.delete(prev);
     let next: 'create' | 'update' | 'delete' | undefined;
     if (ev.type === 'create') next = was === 'delete' ? 'update' : was === 'create' ? 'create' : 'update';
     else if (ev.type === 'update') next = was === 'create' ? 'create' : was === 'delete' ? 'update' : 'update';
-    else next = was === 'create' ? undefined : 'delete';
+    else next = was === 'create' && !replaced ? undefined : 'delete';
     if (next === undefined) {
       this.#slots[at] = undefined;
       this.#byPath.delete(ev.path);
     } else {
-      this.#slots[at] = { type: next, path: ev.path, isDir: ev.isDir, time: prev.time };
+      const slot: WatchEvent = { type: next, path: ev.path, isDir: ev.isDir, time: prev.time };
+      this.#slots[at] = slot;
+      if (replaced && next === 'create') this.#mayReplace.add(slot);
     }
   }
 
@@ -61,15 +76,31 @@ export class Batcher {
     if (at !== undefined && prev?.type === 'create') {
       // Created and renamed within the window: to the reader it is a create of the new path,
       // and so is everything reported below it so far (a directory's contents move with it).
-      this.#byPath.delete(ev.oldPath);
-      if (this.#byPath.has(ev.path)) {
+      const target = this.#byPath.get(ev.path);
+      const targetSlot = target === undefined ? undefined : this.#slots[target];
+      const targetWasNew = targetSlot?.type === 'create' && !this.#mayReplace.has(targetSlot);
+      const created: WatchEvent = { type: 'create', path: ev.path, isDir: ev.isDir, time: prev.time };
+      if (this.#mayReplace.has(prev)) {
+        // What the earlier rename replaced at the old path is gone now.
+        this.#mayReplace.delete(prev);
+        this.#slots[at] = { type: 'delete', path: ev.oldPath, isDir: prev.isDir, time: prev.time };
+      } else {
+        this.#byPath.delete(ev.oldPath);
         this.#slots[at] = undefined;
-        this.#addPlain({ type: 'create', path: ev.path, isDir: ev.isDir, time: prev.time });
+      }
+      if (target !== undefined) {
+        this.#slots[target] = undefined;
+        if (targetSlot) this.#mayReplace.delete(targetSlot);
+        this.#byPath.delete(ev.path);
+      }
+      if (target !== undefined || this.#slots[at]?.type === 'delete') {
+        this.#byPath.set(ev.path, this.#slots.push(created) - 1);
       } else {
         // Keep its place, so a directory still comes before its contents.
-        this.#slots[at] = { type: 'create', path: ev.path, isDir: ev.isDir, time: prev.time };
+        this.#slots[at] = created;
         this.#byPath.set(ev.path, at);
       }
+      if (!targetWasNew) this.#mayReplace.add(created);
       if (ev.isDir) this.#moveBelow(ev.oldPath, ev.path);
       return;
     }
@@ -98,6 +129,7 @@ export class Batcher {
     const out = this.#slots.filter((e): e is WatchEvent => e !== undefined);
     this.#slots = [];
     this.#byPath.clear();
+    this.#mayReplace.clear();
     return out;
   }
 }

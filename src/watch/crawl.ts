@@ -11,6 +11,11 @@ import type { IgnoreMatcher } from './ignore.js';
 export interface EntryState {
   readonly isDir: boolean;
   readonly ino: number;
+  /**
+   * Creation time (statx btime) where the filesystem has one (ext4, xfs, btrfs): it tells a new
+   * object that reused a deleted one's inode number from the old one. 0 when unknown.
+   */
+  readonly birthtimeMs?: number;
   readonly size: number;
   readonly mtimeMs: number;
   readonly ctimeMs: number;
@@ -19,8 +24,16 @@ export interface EntryState {
 /** Path → state of every entry below a root (the root itself excluded). */
 export type TreeState = Map<string, EntryState>;
 
-function stateOf(st: { isDirectory(): boolean; ino: number; size: number; mtimeMs: number; ctimeMs: number }): EntryState {
-  return { isDir: st.isDirectory(), ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
+function stateOf(st: { isDirectory(): boolean; ino: number; size: number; mtimeMs: number; ctimeMs: number; birthtimeMs: number }): EntryState {
+  return { isDir: st.isDirectory(), ino: st.ino, birthtimeMs: st.birthtimeMs, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
+}
+
+/**
+ * Whether two states are of the same object: same type and inode, and the same birth time when
+ * both are known (an inode number is reused as soon as it is freed).
+ */
+export function sameObject(a: EntryState, b: EntryState): boolean {
+  return a.ino === b.ino && a.isDir === b.isDir && (!a.birthtimeMs || !b.birthtimeMs || a.birthtimeMs === b.birthtimeMs);
 }
 
 /**
@@ -94,25 +107,27 @@ export function snapshotTreeSync(root: string, ignore?: IgnoreMatcher): TreeStat
 /** lstat one path into an {@link EntryState}, or undefined when it does not exist. */
 export function stateOfPath(path: string): EntryState | undefined {
   try {
-    return stateOf(lstatSync(path));
+    // No exception for a missing path: the journal asks about gone paths on every delete.
+    const st = lstatSync(path, { throwIfNoEntry: false });
+    return st && stateOf(st);
   } catch {
-    return undefined;
+    return undefined; // ENOTDIR, EACCES…: not there as far as we can tell
   }
 }
 
 /** The differences from `before` to `after`, as creates, updates and deletes. */
 export function diffTrees(
-  before: TreeState,
-  after: TreeState,
+  before: ReadonlyMap<string, EntryState>,
+  after: ReadonlyMap<string, EntryState>,
 ): { type: 'create' | 'update' | 'delete'; path: string; isDir: boolean }[] {
   const out: { type: 'create' | 'update' | 'delete'; path: string; isDir: boolean }[] = [];
   for (const [path, was] of before) {
     const now = after.get(path);
-    if (!now || now.isDir !== was.isDir || now.ino !== was.ino) out.push({ type: 'delete', path, isDir: was.isDir });
+    if (!now || !sameObject(was, now)) out.push({ type: 'delete', path, isDir: was.isDir });
   }
   for (const [path, now] of after) {
     const was = before.get(path);
-    if (!was || was.isDir !== now.isDir || was.ino !== now.ino) out.push({ type: 'create', path, isDir: now.isDir });
+    if (!was || !sameObject(was, now)) out.push({ type: 'create', path, isDir: now.isDir });
     else if (!now.isDir && (was.mtimeMs !== now.mtimeMs || was.size !== now.size || was.ctimeMs !== now.ctimeMs)) {
       out.push({ type: 'update', path, isDir: false });
     }

@@ -38,12 +38,15 @@ export class FilesystemGroup {
 
   private constructor(
     readonly fsid: string,
+    /** Key in the per-process group table. */
+    readonly key: string,
     mountPoint: string,
     mounts: MountTable,
+    unlimitedQueue: boolean,
   ) {
     // Our own process's changes are changes too (a dev server writing files); the watch events
     // include nothing our resolver does (O_PATH opens raise none).
-    this.#group = FanotifyGroup.open({ report: ['dfidNameTarget'], ignorePids: [], batchDelayMs: 1 });
+    this.#group = FanotifyGroup.open({ report: ['dfidNameTarget'], ignorePids: [], batchDelayMs: 1, unlimitedQueue });
     try {
       this.#group.mark(mountPoint, { kind: 'filesystem', events: WATCH_EVENTS, onDir: true });
     } catch (err) {
@@ -62,10 +65,11 @@ export class FilesystemGroup {
   }
 
   /**
-   * The group of the filesystem holding `path`, created on first use.
+   * The group of the filesystem holding `path`, created on first use; subscribers that want an
+   * unlimited queue get a group of their own.
    * @throws FanotifyError without CAP_SYS_ADMIN or on a filesystem without file handles.
    */
-  static forPath(path: string): FilesystemGroup {
+  static forPath(path: string, unlimitedQueue = false): FilesystemGroup {
     const mounts = (sharedMounts ??= new MountTable());
     let fs = mounts.forPath(path);
     if (!fs) {
@@ -73,10 +77,11 @@ export class FilesystemGroup {
       fs = mounts.forPath(path);
     }
     if (!fs) throw new Error(`watch: ${path} is on no filesystem listed in /proc/self/mountinfo`);
-    let g = groups.get(fs.fsid);
+    const key = unlimitedQueue ? `${fs.fsid}:unlimited` : fs.fsid;
+    let g = groups.get(key);
     if (!g) {
-      g = new FilesystemGroup(fs.fsid, fs.mount.mountPoint, mounts);
-      groups.set(fs.fsid, g);
+      g = new FilesystemGroup(fs.fsid, key, fs.mount.mountPoint, mounts, unlimitedQueue);
+      groups.set(key, g);
     }
     return g;
   }
@@ -98,7 +103,7 @@ export class FilesystemGroup {
   remove(sub: FsSubscriber): void {
     this.#subscribers.delete(sub);
     if (this.#subscribers.size === 0) {
-      groups.delete(this.fsid);
+      groups.delete(this.key);
       void this.#group.close();
       this.#resolver.close();
     }

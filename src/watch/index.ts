@@ -19,7 +19,7 @@ import type { WatchBackend, WatchEvent, WatchOptions } from './types.js';
 export type { WatchEvent, WatchEventType, WatchOptions, WatchBackend, ReadyInfo, RescanReason } from './types.js';
 export { Subscription, type SubscriptionEvents } from './subscription.js';
 export { IgnoreMatcher } from './ignore.js';
-export { snapshotTree, snapshotTreeSync, diffTrees, stateOfPath, type TreeState, type EntryState } from './crawl.js';
+export { crawlSync, snapshotTree, snapshotTreeSync, diffTrees, stateOfPath, sameObject, type TreeState, type EntryState } from './crawl.js';
 
 /**
  * Coalesce a sequence of events the way a batch is coalesced: one create/update/delete per path
@@ -83,11 +83,12 @@ export function watch(root: string | readonly string[], options: WatchOptions = 
     autoRescan: options.autoRescan ?? false,
     ignores,
     flushWhen: options.flushWhen,
+    coalesce: options.coalesce,
   });
 
   if (backend !== 'fanotify-inode') {
     try {
-      startFilesystemBackend(sub, roots, ignores, startedAt);
+      startFilesystemBackend(sub, roots, ignores, startedAt, options.unlimitedQueue ?? false);
       return sub;
     } catch (err) {
       const denied = err instanceof FanotifyError && err.code === 'EPERM';
@@ -103,11 +104,12 @@ function startFilesystemBackend(
   roots: readonly string[],
   ignores: ReadonlyMap<string, IgnoreMatcher>,
   startedAt: number,
+  unlimitedQueue: boolean,
 ): void {
   const joined: { group: FilesystemGroup; subscriber: FsSubscriber }[] = [];
   try {
     for (const root of roots) {
-      const group = FilesystemGroup.forPath(root);
+      const group = FilesystemGroup.forPath(root, unlimitedQueue);
       const watchRoot = new RootWatch(root, rootKey(root), ignores.get(root)!, sub, {
         ignoredDirectory: (dir) => group.ignoreDirectory(dir),
       });

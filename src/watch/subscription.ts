@@ -37,7 +37,7 @@ export class Subscription extends EventEmitter<SubscriptionEvents> implements As
   readonly #resolveReady!: (info: ReadyInfo) => void;
   readonly #debounceMs: number;
   readonly #flushWhen: ((ev: WatchEvent) => boolean) | undefined;
-  readonly #batcher = new Batcher();
+  readonly #batcher: Batcher;
   #timer: NodeJS.Timeout | undefined;
   #backend: BackendHandle | undefined;
   #closed = false;
@@ -56,9 +56,11 @@ export class Subscription extends EventEmitter<SubscriptionEvents> implements As
       autoRescan: boolean;
       ignores: ReadonlyMap<string, IgnoreMatcher>;
       flushWhen?: (ev: WatchEvent) => boolean;
+      coalesce?: boolean;
     },
   ) {
     super();
+    this.#batcher = new Batcher(options.coalesce ?? true);
     this.#debounceMs = options.debounceMs;
     this.#flushWhen = options.flushWhen;
     this.#liveRoots = new Set(roots);

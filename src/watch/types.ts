@@ -67,6 +67,19 @@ export interface WatchOptions {
    * matches: for sync markers such as the journal's cookie files.
    */
   readonly flushWhen?: (event: WatchEvent) => boolean;
+  /**
+   * Let the kernel queue grow without limit (FAN_UNLIMITED_QUEUE; the `fanotify` backend only):
+   * no overflow, hence no rescan, however far the reader falls behind, at the cost of kernel
+   * memory while it does. For recorders that must not lose a change, such as the journal.
+   * Default false: the queue holds /proc/sys/fs/fanotify/max_queued_events events.
+   */
+  readonly unlimitedQueue?: boolean;
+  /**
+   * Coalesce changes per path within a batch (default true). False: every change as it was
+   * reported, in order, for consumers that check each one against the disk themselves (the
+   * journal): coalescing has to assume things about paths it saw no event for.
+   */
+  readonly coalesce?: boolean;
 }
 
 /** What a subscription says once it is live. */
