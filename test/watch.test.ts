@@ -122,6 +122,30 @@ describe('watch rules on ext4', { timeout: 120_000 }, () => {
     }
   });
 
+  test('a directory renamed back and forth before the reader runs: the rename the kernel merged away is reported', async () => {
+    // The kernel merges a rename into an identical one still queued: s->p, p->s, s->p arrive as
+    // two events. Without the check the watcher ends with the directory at s, and every later
+    // event below it is named under s.
+    const { root, log, close } = await setup({ coalesce: false });
+    try {
+      fs.mkdirSync(`${root}/s`);
+      await log.take(1);
+      // Synchronous: nothing is read until the loop ends, so every event is still queued.
+      for (let i = 0; i < 3; i++) {
+        fs.renameSync(`${root}/s`, `${root}/p`);
+        fs.writeFileSync(`${root}/p/f${i}`, '');
+        fs.renameSync(`${root}/p`, `${root}/s`);
+      }
+      fs.renameSync(`${root}/s`, `${root}/p`);
+      const got = (await log.take(6)).map((e) => short(e, root));
+      assert.deepEqual(got.filter((e) => e.startsWith('rename')), ['rename s->p/', 'rename p->s/', 'rename s->p/']);
+      fs.writeFileSync(`${root}/p/after`, '');
+      assert.deepEqual((await log.take(1)).map((e) => short(e, root)), ['create p/after']);
+    } finally {
+      await close();
+    }
+  });
+
   test('a directory moved in is created with its contents; moved out is deleted', async () => {
     const { root, log, close } = await setup();
     const outside = `${loop.fs.dir}/outside${n}`;

@@ -68,8 +68,9 @@ export class ChangeLogger {
     const was = this.index.get(rel);
     if (!now) {
       // Gone without a delete event: deleted, or moved (itself or a directory above it). A
-      // rename event on the way says which; remember the path for the directory's case.
-      if (hint !== 'delete') this.#remember(rel);
+      // rename event on the way says which; remember the path for the directory's case. So
+      // is a delete of a path the index never had: it was named ahead of the index.
+      if (hint !== 'delete' || !was) this.#remember(rel);
       if (was) this.#deleted(rel, was, time, out);
       return;
     }

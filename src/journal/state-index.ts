@@ -68,6 +68,14 @@ export class StateIndex {
 
   /** Remove `rel` and everything below it. */
   deleteTree(rel: string): void {
+    if (!this.#children.has(rel)) {
+      // A file, or an empty directory: the common case, without walking.
+      const st = this.#entries.get(rel);
+      if (st?.isDir) this.#forgetDir(rel, st);
+      this.#entries.delete(rel);
+      this.#unlink(rel);
+      return;
+    }
     for (const p of [...this.#linkedBelow(rel), rel]) {
       const st = this.#entries.get(p);
       if (st?.isDir) this.#forgetDir(p, st);

@@ -19,6 +19,12 @@ export interface ResolvedPaths {
   readonly oldPath?: string;
   /** The object no longer exists (its handle is stale); `path` may still name where it was. */
   readonly gone?: boolean;
+  /**
+   * For a directory rename: the directory is back at `oldPath` already. The kernel merges a
+   * rename into an identical one still queued, so in A→B, B→A, A→B the last has no event of its
+   * own; this says that it happened.
+   */
+  readonly movedBack?: boolean;
 }
 
 /** Why a handle did not resolve. */
@@ -205,6 +211,12 @@ export class PathResolver {
     const oldPath = fromDir && isPath(fromDir) && ev.from ? joinPath(fromDir, ev.from.name) : undefined;
     const path = toDir && isPath(toDir) && ev.to ? joinPath(toDir, ev.to.name) : undefined;
     if (ev.isDir) {
+      if (oldPath && path && ev.fid && this.openPath(ev.fid) === oldPath) {
+        // Renamed back and forth faster than we read: see ResolvedPaths.movedBack.
+        if (oldPath !== path) this.forgetTree(path);
+        this.remember(ev.fid, oldPath);
+        return { path, oldPath, movedBack: true };
+      }
       if (oldPath && path) this.moveTree(oldPath, path);
       else if (oldPath) this.forgetTree(oldPath);
       if (path && ev.fid) this.remember(ev.fid, path);

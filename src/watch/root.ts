@@ -138,6 +138,7 @@ export class RootWatch {
     const toIn = this.covers(path);
     if (fromIn && toIn) {
       this.sink.change({ type: 'rename', oldPath, path, isDir: ev.isDir, time });
+      if (paths.movedBack) this.sink.change({ type: 'rename', oldPath: path, path: oldPath, isDir: ev.isDir, time });
     } else if (toIn) {
       // Moved in from outside the root: its contents arrived without events of their own.
       this.#appeared(path, ev.isDir, time, true);
