@@ -16,7 +16,10 @@
  * ops and each op should become exactly one logged change. `--rates` lists generator paces in
  * ops/s to run one after the other (0: as fast as it can), each on a fresh root with a fresh
  * recorder. After the generator exits, a sentinel file is created; the recorder has caught up
- * when the sentinel's change is in the database.
+ * when the sentinel's change is in the database. Pace `-1` ("drain") stops the recorder
+ * (SIGSTOP) while the generator runs as fast as it can, so every event waits in the recorder's
+ * unlimited kernel queue, then resumes it (SIGCONT): the recorder's own ingest rate, with the
+ * whole machine, measured from the resume until it has caught up.
  *
  * @module
  */
@@ -125,7 +128,7 @@ int main(int argc, char **argv) {
 
 const flags = parseFlags(
   process.argv.slice(2),
-  { ops: 500_000, pool: 50_000, dirs: 100, rates: '0,50000', profile: '', noStore: false },
+  { ops: 500_000, pool: 50_000, dirs: 100, rates: '0,50000,-1', profile: '', noStore: false },
   'node dist/bench/journal-ingest.js [--ops N] [--pool N] [--dirs N] [--rates R1,R2] [--profile DIR] [--no-store]',
 );
 const rates = flags.rates.split(',').map(Number);
@@ -145,6 +148,8 @@ interface Result {
   peak1s: number;
   /** Paced runs: the largest gap between ops issued (rate × t) and changes logged. */
   maxBacklog: number;
+  /** Drain runs: from the recorder's resume until it caught up. */
+  drainSeconds: number;
   cpuUser: number;
   cpuSys: number;
   hwmMiB: number;
@@ -160,6 +165,7 @@ async function runOnce(b: Awaited<ReturnType<typeof makeBench>>, gen: string, ra
   const root = join(b.fs.dir, `churn${k}`);
   mkdirSync(root);
   for (let d = 0; d < flags.dirs; d++) mkdirSync(join(root, `d${d}`));
+  const drain = rate < 0;
   const profDir = flags.profile ? join(flags.profile, `rate-${rate}`) : '';
   if (profDir) {
     rmSync(profDir, { recursive: true, force: true });
@@ -176,8 +182,9 @@ async function runOnce(b: Awaited<ReturnType<typeof makeBench>>, gen: string, ra
     const cursor0 = reader.cursor();
     const cpu0 = cpuSeconds(rec.pid);
     const samples: { t: number; high: number }[] = [];
+    if (drain) process.kill(rec.pid, 'SIGSTOP');
     const t0 = performance.now();
-    const proc = spawn(gen, [root, String(flags.pool), String(flags.dirs), String(flags.ops), String(rate)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(gen, [root, String(flags.pool), String(flags.dirs), String(flags.ops), String(drain ? 0 : rate)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     proc.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
@@ -200,6 +207,8 @@ async function runOnce(b: Awaited<ReturnType<typeof makeBench>>, gen: string, ra
     samples.push({ t: genEnd - t0, high: highAtGenEnd });
     const nums = out.trim().split(/\s+/).map(Number);
     writeFileSync(join(root, 'end-sentinel'), 'end\n');
+    const resumed = performance.now();
+    if (drain) process.kill(rec.pid, 'SIGCONT');
     const deadline = performance.now() + 600_000;
     let sentinelSeq: number | undefined;
     while ((sentinelSeq = probe.find(root, high0, 'end-sentinel')) === undefined) {
@@ -250,6 +259,7 @@ async function runOnce(b: Awaited<ReturnType<typeof makeBench>>, gen: string, ra
       loggedDuringGen: highAtGenEnd - high0,
       peak1s: peak,
       maxBacklog,
+      drainSeconds: (caught - resumed) / 1000,
       cpuUser: cpu1.user - cpu0.user,
       cpuSys: cpu1.sys - cpu0.sys,
       hwmMiB: mem.hwm,
@@ -325,7 +335,7 @@ try {
     process.stderr.write(
       `rate ${rate || 'max'}: gen ${fmt(r.genOps / r.genSeconds, 0)} ops/s for ${fmt(r.genSeconds)} s; logged ${r.logged} ` +
         `(${JSON.stringify(r.kinds)}) caught up at ${fmt(r.caughtSeconds)} s = ${fmt(r.logged / r.caughtSeconds, 0)}/s; ` +
-        `during gen ${fmt(r.loggedDuringGen / r.genSeconds, 0)}/s; peak 1 s ${fmt(r.peak1s, 0)}/s; cpu ${fmt(r.cpuUser)}+${fmt(r.cpuSys)} s; ` +
+        `during gen ${fmt(r.loggedDuringGen / r.genSeconds, 0)}/s; drain ${fmt(r.drainSeconds)} s; peak 1 s ${fmt(r.peak1s, 0)}/s; cpu ${fmt(r.cpuUser)}+${fmt(r.cpuSys)} s; ` +
         `reconciles ${JSON.stringify(r.reconciles)}; errors ${r.errors.length}; final since exact ${r.final.exact} (${r.final.sample.join('; ')})\n`,
     );
     if (r.profile) process.stderr.write(`${r.profile}\n`);
@@ -335,7 +345,7 @@ try {
       'generator pace',
       'generator ops/s (wall s)',
       'changes durably logged (of ops)',
-      'logged/s, gen start → caught up',
+      'logged/s, gen start → caught up (drain: resume → caught up)',
       'logged/s while gen ran',
       'peak 1 s logged/s',
       'caught up after gen exit (s)',
@@ -347,18 +357,18 @@ try {
       'target ≥ 50,000/s',
     ],
     ...results.map((r) => {
-      const overall = r.logged / r.caughtSeconds;
+      const overall = r.rate < 0 ? r.logged / r.drainSeconds : r.logged / r.caughtSeconds;
       const overflows = r.reconciles.filter((x) => x.reason === 'overflow');
       const ok = overall >= 50_000 && r.reconciles.length === 0 && r.logged >= r.genOps && r.final.exact && !r.finalFresh;
       return [
-        r.rate ? `${fmt(r.rate, 0)} ops/s` : 'as fast as it can',
+        r.rate < 0 ? 'drain: recorder stopped while the generator ran' : r.rate ? `${fmt(r.rate, 0)} ops/s` : 'as fast as it can',
         `${fmt(r.genOps / r.genSeconds, 0)} (${fmt(r.genSeconds)})`,
         `${r.logged} (${fmt((100 * r.logged) / r.genOps, 1)}%): ${Object.entries(r.kinds).map(([k, n]) => `${k} ${k === 'create' ? n - 1 : n}`).join(', ')}`,
         fmt(overall, 0),
         fmt(r.loggedDuringGen / r.genSeconds, 0),
         fmt(r.peak1s, 0),
         fmt(r.caughtSeconds - r.genSeconds),
-        r.rate ? fmt(r.maxBacklog, 0) : '',
+        r.rate > 0 ? fmt(r.maxBacklog, 0) : '',
         `${fmt(r.cpuUser)} + ${fmt(r.cpuSys)} (${fmt((1e6 * (r.cpuUser + r.cpuSys)) / Math.max(1, r.logged), 1)})`,
         fmt(r.hwmMiB, 0),
         r.reconciles.length === 0

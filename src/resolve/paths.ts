@@ -31,6 +31,7 @@ export interface ResolvedPaths {
 export type HandleMiss = 'gone' | 'unknown-filesystem' | 'error';
 
 const O_PATH_CLOEXEC = 0o10000000 | 0o2000000;
+const NOT_WANTED: ResolvedPaths = Object.freeze({});
 const DELETED_SUFFIX = ' (deleted)';
 
 /** True when a lookup produced a path rather than a {@link HandleMiss}. */
@@ -52,8 +53,14 @@ export function isUnder(path: string, prefix: string): boolean {
 
 /** Options of {@link PathResolver}. */
 export interface PathResolverOptions {
-  /** Directory handles kept, and as many file handles. Default 16384. */
+  /** Directory handles kept. Default 16384. */
   readonly cacheSize?: number;
+  /**
+   * File handles kept (for events that name a file only by its handle: modify, close_write,
+   * attrib). Default 65536: a miss costs an open_by_handle_at and a readlink, and a churning
+   * working set of tens of thousands of files is common (builds, the journal's benchmark).
+   */
+  readonly fileCacheSize?: number;
   /** A mount table to share. Default: a new one. */
   readonly mounts?: MountTable;
 }
@@ -77,7 +84,7 @@ export class PathResolver {
   constructor(options: PathResolverOptions = {}) {
     this.mounts = options.mounts ?? new MountTable();
     this.#dirs = new LruMap(options.cacheSize ?? 16384);
-    this.#files = new LruMap(options.cacheSize ?? 16384);
+    this.#files = new LruMap(options.fileCacheSize ?? 65536);
   }
 
   /** Number of cached directory paths. */
@@ -183,13 +190,15 @@ export class PathResolver {
    * Resolve the events of one read batch. An event whose directory was already gone when read
    * (`rm -r` of a tree we never saw) is retried after the rest of the batch: the delete of that
    * directory, later in the queue, carries its id and its own parent, so the path of a deleted
-   * tree is rebuilt from the top down.
+   * tree is rebuilt from the top down. Events `wanted` says no to are not resolved (their
+   * paths are empty): a miss costs a handle open.
    */
-  resolveAll(events: readonly DecodedEvent[]): ResolvedPaths[] {
-    const out = events.map((ev) => this.resolve(ev));
+  resolveAll(events: readonly DecodedEvent[], wanted: (ev: DecodedEvent) => boolean = () => true): ResolvedPaths[] {
+    const out = events.map((ev) => (wanted(ev) ? this.resolve(ev) : NOT_WANTED));
     let pending: number[] = [];
     for (let i = 0; i < out.length; i++) {
       const ev = events[i]!;
+      if (out[i] === NOT_WANTED) continue;
       if (out[i]!.path === undefined && (ev.entry || (ev.type === 'rename' && (ev.from || ev.to)))) pending.push(i);
     }
     while (pending.length > 0) {

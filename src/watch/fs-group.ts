@@ -5,6 +5,7 @@
  */
 import { FanotifyGroup, type GroupEvent } from '../group.js';
 import type { EventName } from '../kernel/names.js';
+import { EventBit } from '../kernel/constants.js';
 import { PathResolver } from '../resolve/paths.js';
 import { MountTable } from '../resolve/mounts.js';
 import { LruMap } from '../resolve/lru.js';
@@ -23,6 +24,7 @@ export interface FsSubscriber {
   error(path: string, err: Error): void;
 }
 
+const SELF_BITS = EventBit.DELETE_SELF | EventBit.MOVE_SELF;
 const groups = new Map<string, FilesystemGroup>();
 let sharedMounts: MountTable | undefined;
 
@@ -161,7 +163,9 @@ export class FilesystemGroup {
   }
 
   #dispatch(events: GroupEvent[]): void {
-    const paths = this.#resolver.resolveAll(events);
+    // A watcher never reports an event on an object itself (delete_self, move_self): only the
+    // root's are used, and those are matched by id. Resolving them costs a handle open per miss.
+    const paths = this.#resolver.resolveAll(events, (ev) => (ev.mask & SELF_BITS) === 0);
     const time = Date.now();
     for (let i = 0; i < events.length; i++) {
       const ev = events[i]!;
