@@ -23,7 +23,10 @@ import { native, isNativeError } from '../native.js';
 import { CLEAN, errorResult, type ScanResult, type ScanTarget, type Scanner } from './scanner.js';
 
 const fsRead = promisify(fs.read);
-const fsFstat = promisify(fs.fstat);
+
+const INSTREAM = Buffer.from('zINSTREAM\0', 'latin1');
+/** zFILDES\0 and the NUL byte the fd rides on (see the module comment). */
+const FILDES = Buffer.from('zFILDES\0\0', 'latin1');
 
 /** clamd's StreamMaxLength default (25 MiB). */
 export const DEFAULT_MAX_STREAM_BYTES = 25 * 1024 * 1024;
@@ -436,12 +439,13 @@ export class ClamdScanner implements Scanner {
       }
       let size: number | undefined;
       if (this.mode === 'instream') {
-        size = target.size ?? (await fsFstat(target.fd)).size;
+        // fstat of an open fd never waits on a disk (nor on a permission event).
+        size = target.size ?? fs.fstatSync(target.fd).size;
         if (size > this.#maxStreamBytes) throw this.#tooBig(target.path, size);
       }
       return await this.#withDeadline(what, signal, async (conn, sig) => {
         const reply = await conn.request(
-          (ctl) => (this.mode === 'fildes' ? this.#sendFildes(conn, target.fd, ctl, sig) : this.#sendInstream(conn, target, ctl)),
+          (ctl) => (this.mode === 'fildes' ? this.#sendFildes(conn, target.fd, ctl, sig) : this.#sendInstream(conn, target, size!, ctl)),
           sig,
         );
         // Throws on ERROR and unparseable replies, so that connection is not reused.
@@ -695,7 +699,7 @@ export class ClamdScanner implements Scanner {
   async #sendFildes(conn: Connection, fd: number, ctl: SendControl, signal: AbortSignal): Promise<void> {
     const sock = conn.fd;
     if (sock === undefined) throw new ClamdError(`clamd at ${this.#where}: the connection has no fd to send with`, 'EIO', this.#where);
-    const data = Buffer.from('zFILDES\0\0', 'latin1');
+    const data = FILDES;
     let delay = 1;
     for (;;) {
       try {
@@ -717,9 +721,29 @@ export class ClamdScanner implements Scanner {
     }
   }
 
-  /** zINSTREAM\0, then length-prefixed chunks read with pread, then a zero-length chunk. */
-  async #sendInstream(conn: Connection, target: ScanTarget, ctl: SendControl): Promise<void> {
-    await conn.write('zINSTREAM\0');
+  /**
+   * zINSTREAM\0, then length-prefixed chunks read with pread, then a zero-length chunk. A file
+   * that fits one chunk (by its size at the start) is read with one synchronous pread (one
+   * 64 KiB read at most, where a threadpool read costs a round trip per chunk and one more to
+   * see the end) and sent in one write: command, chunk and end.
+   */
+  async #sendInstream(conn: Connection, target: ScanTarget, size: number, ctl: SendControl): Promise<void> {
+    if (size < this.#chunkBytes) {
+      const head = INSTREAM.length;
+      const buf = Buffer.allocUnsafe(head + 4 + size + 1 + 4);
+      INSTREAM.copy(buf, 0);
+      // One byte more than the size, to see a file that grew since the fstat.
+      const n = fs.readSync(target.fd, buf, head + 4, size + 1, 0);
+      if (n <= size) {
+        buf.writeUInt32BE(n, head);
+        // An empty chunk would end the stream early: an empty file is just the end.
+        const end = n === 0 ? head : head + 4 + n;
+        buf.writeUInt32BE(0, end);
+        await conn.write(buf.subarray(0, end + 4), ctl);
+        return;
+      }
+    }
+    await conn.write(INSTREAM);
     let position = 0;
     for (;;) {
       if (!ctl.stillSending()) return;
