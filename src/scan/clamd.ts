@@ -213,6 +213,15 @@ interface QueueState {
   waitedMs: number;
 }
 
+/** A request running within its deadline. */
+interface Running {
+  /** performance.now() by which it must be done. */
+  readonly deadline: number;
+  /** Abort it as timed out. */
+  expire(): void;
+  abort(reason: Error): void;
+}
+
 /** Given to a request's sender. */
 interface SendControl {
   /** False once a reply arrived, the connection closed or the request was aborted: stop sending. */
@@ -418,8 +427,12 @@ export class ClamdScanner implements Scanner {
   readonly #slotWaiters: (() => void)[] = [];
   #inFlight = 0;
   #closed = false;
-  /** Abort functions of the requests running now (close() fires them). */
-  readonly #running = new Set<(reason: Error) => void>();
+  /**
+   * The requests running now, oldest first: all have the same timeout, so one timer set for the
+   * oldest serves them all (a timer per scan cost a setTimeout and a clearTimeout each).
+   */
+  readonly #running = new Set<Running>();
+  #deadlineTimer: NodeJS.Timeout | undefined;
 
   constructor(options: ClamdOptions) {
     const { socket } = options;
@@ -462,10 +475,11 @@ export class ClamdScanner implements Scanner {
 
   /** Scan the open file; see {@link Scanner.scan}. */
   async scan(target: ScanTarget, signal?: AbortSignal): Promise<ScanResult> {
-    const what = `${this.mode === 'fildes' ? 'FILDES' : 'INSTREAM'} scan of ${target.path}`;
+    // Built only for a message: reading target.path may cost a lookup.
+    const what = (): string => `${this.mode === 'fildes' ? 'FILDES' : 'INSTREAM'} scan of ${target.path}`;
     try {
       if (!Number.isInteger(target.fd) || target.fd < 0) {
-        throw new ClamdError(`clamd at ${this.#where}: ${what}: bad fd ${String(target.fd)}`, 'EIO', this.#where);
+        throw new ClamdError(`clamd at ${this.#where}: ${what()}: bad fd ${String(target.fd)}`, 'EIO', this.#where);
       }
       let size: number | undefined;
       if (this.mode === 'instream') {
@@ -479,17 +493,17 @@ export class ClamdScanner implements Scanner {
           sig,
         );
         // Throws on ERROR and unparseable replies, so that connection is not reused.
-        return this.#result(reply, target.path);
+        return this.#result(reply, target);
       });
     } catch (err) {
-      return errorResult(this.#explain(err, what));
+      return errorResult(this.#explain(err, what()));
     }
   }
 
   /** zPING: true when clamd answers PONG within timeoutMs. Never throws. */
   async ping(signal?: AbortSignal): Promise<boolean> {
     try {
-      const reply = await this.#withDeadline('PING', signal, (conn, sig) => conn.request((ctl) => conn.write('zPING\0', ctl), sig));
+      const reply = await this.#withDeadline(() => 'PING', signal, (conn, sig) => conn.request((ctl) => conn.write('zPING\0', ctl), sig));
       return reply.body === 'PONG';
     } catch {
       return false;
@@ -499,7 +513,7 @@ export class ClamdScanner implements Scanner {
   /** zVERSION: clamd's version line, e.g. `ClamAV 1.4.6/27000/…`. Throws a ClamdError on failure. */
   async version(signal?: AbortSignal): Promise<string> {
     try {
-      const reply = await this.#withDeadline('VERSION', signal, (conn, sig) => conn.request((ctl) => conn.write('zVERSION\0', ctl), sig));
+      const reply = await this.#withDeadline(() => 'VERSION', signal, (conn, sig) => conn.request((ctl) => conn.write('zVERSION\0', ctl), sig));
       if (!/^ClamAV /.test(reply.body)) {
         throw new ClamdError(`clamd at ${this.#where} gave an unexpected VERSION reply: ${JSON.stringify(reply.body)}`, 'EPROTO', this.#where);
       }
@@ -514,7 +528,9 @@ export class ClamdScanner implements Scanner {
     if (this.#closed) return;
     this.#closed = true;
     const reason = new ClamdError(`clamd at ${this.#where}: the scanner is closed`, 'ECLOSED', this.#where);
-    for (const abort of [...this.#running]) abort(reason);
+    for (const r of [...this.#running]) r.abort(reason);
+    clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimer = undefined;
     const sockets = [...this.#all].map((c) => c.socket);
     for (const c of this.#idle.splice(0)) c.end();
     for (const c of this.#all) if (!c.closed) c.fail(new ClamdError(`clamd at ${this.#where}: the scanner is closed`, 'ECLOSED', this.#where));
@@ -533,7 +549,7 @@ export class ClamdScanner implements Scanner {
     );
   }
 
-  #result(reply: ClamdReply, path: string): ScanResult {
+  #result(reply: ClamdReply, target: ScanTarget): ScanResult {
     const parsed = parseClamdReply(reply.body);
     switch (parsed.kind) {
       case 'clean':
@@ -541,9 +557,9 @@ export class ClamdScanner implements Scanner {
       case 'infected':
         return { verdict: 'infected', signature: parsed.signature };
       case 'error':
-        throw new ClamdError(`clamd at ${this.#where} could not scan ${path}: ${parsed.message}`, 'ECLAMD', this.#where);
+        throw new ClamdError(`clamd at ${this.#where} could not scan ${target.path}: ${parsed.message}`, 'ECLAMD', this.#where);
       default:
-        throw new ClamdError(`clamd at ${this.#where} gave an unexpected reply for ${path}: ${JSON.stringify(reply.body)}`, 'EPROTO', this.#where);
+        throw new ClamdError(`clamd at ${this.#where} gave an unexpected reply for ${target.path}: ${JSON.stringify(reply.body)}`, 'EPROTO', this.#where);
     }
   }
 
@@ -569,36 +585,62 @@ export class ClamdScanner implements Scanner {
   }
 
   /** Run fn on a pooled connection within the scan deadline, with retries on connection errors. */
-  async #withDeadline<T>(what: string, signal: AbortSignal | undefined, fn: (conn: Connection, signal: Cancel) => Promise<T>): Promise<T> {
+  async #withDeadline<T>(what: () => string, signal: AbortSignal | undefined, fn: (conn: Connection, signal: Cancel) => Promise<T>): Promise<T> {
     if (this.#closed) throw new ClamdError(`clamd at ${this.#where}: the scanner is closed`, 'ECLOSED', this.#where);
     const cancel = new Cancel();
-    const abort = (reason: Error): void => cancel.abort(reason);
     const started = performance.now();
     const queue: QueueState = { waiting: true, waitedMs: 0 };
-    const timer = setTimeout(() => {
-      const pool = `poolSize ${this.#poolSize}`;
-      const message = queue.waiting
-        ? `clamd at ${this.#where}: no free connection within ${this.#timeoutMs} ms (${pool}, all busy) for ${what}`
-        : `clamd at ${this.#where} did not answer within ${this.#timeoutMs} ms (${what}${
-            queue.waitedMs >= 1 ? `; ${Math.round(queue.waitedMs)} ms of it waiting for a free connection, ${pool}` : ''
-          })`;
-      abort(new ClamdError(message, 'ETIMEDOUT', this.#where));
-    }, this.#timeoutMs);
-    const onCallerAbort = (): void => abort(new ClamdError(`clamd at ${this.#where}: ${what} aborted by the caller`, 'EABORTED', this.#where, { cause: signal?.reason }));
+    const running: Running = {
+      deadline: started + this.#timeoutMs,
+      expire: () => {
+        const pool = `poolSize ${this.#poolSize}`;
+        const message = queue.waiting
+          ? `clamd at ${this.#where}: no free connection within ${this.#timeoutMs} ms (${pool}, all busy) for ${what()}`
+          : `clamd at ${this.#where} did not answer within ${this.#timeoutMs} ms (${what()}${
+              queue.waitedMs >= 1 ? `; ${Math.round(queue.waitedMs)} ms of it waiting for a free connection, ${pool}` : ''
+            })`;
+        cancel.abort(new ClamdError(message, 'ETIMEDOUT', this.#where));
+      },
+      abort: (reason) => cancel.abort(reason),
+    };
+    const onCallerAbort = (): void => cancel.abort(new ClamdError(`clamd at ${this.#where}: ${what()} aborted by the caller`, 'EABORTED', this.#where, { cause: signal?.reason }));
     if (signal?.aborted) onCallerAbort();
     signal?.addEventListener('abort', onCallerAbort, { once: true });
-    this.#running.add(abort);
+    this.#running.add(running);
+    this.#deadlineTimer ??= this.#armDeadline(this.#timeoutMs);
     try {
       return await this.#attempts(cancel, fn, () => {
         queue.waiting = false;
         queue.waitedMs = performance.now() - started;
       });
     } finally {
-      clearTimeout(timer);
       signal?.removeEventListener('abort', onCallerAbort);
-      this.#running.delete(abort);
+      this.#running.delete(running);
     }
   }
+
+  /**
+   * Unref'd: a request waiting on clamd keeps its socket ref'd, and an idle scanner must not keep
+   * the process alive.
+   */
+  #armDeadline(ms: number): NodeJS.Timeout {
+    return setTimeout(this.#onDeadline, ms).unref();
+  }
+
+  /** Time out every request that is due, and wait for the next one. */
+  readonly #onDeadline = (): void => {
+    this.#deadlineTimer = undefined;
+    const now = performance.now();
+    for (const r of this.#running) {
+      const left = r.deadline - now;
+      // Timers count whole ms of the loop's clock: within 1 ms is due.
+      if (left > 1) {
+        this.#deadlineTimer = this.#armDeadline(Math.ceil(left));
+        return;
+      }
+      r.expire();
+    }
+  };
 
   async #attempts<T>(signal: Cancel, fn: (conn: Connection, signal: Cancel) => Promise<T>, onSlot: () => void): Promise<T> {
     await this.#acquireSlot(signal);
