@@ -16,7 +16,7 @@ import { ProcessCache } from '../resolve/process.js';
 import { CompiledPolicy, type AccessContext, type AccessKind, type Policy, type Rule, type RuleVerdict } from './policy.js';
 import { WorkerPool, type HandlerDecision } from './workers.js';
 import { GuardMetrics } from './metrics.js';
-import type { Scanner, ScanResult } from '../scan/scanner.js';
+import type { Scanner, ScanResult, ScanTarget } from '../scan/scanner.js';
 
 /** One decision, as logged. */
 export interface DecisionRecord {
@@ -49,6 +49,8 @@ export interface DecisionRecord {
 interface Decided {
   readonly ev: PermissionEvent;
   ctx: AccessContext;
+  /** Whether ctx.path holds the path (it is looked up only when needed). */
+  pathKnown: boolean;
   readonly proc: { pid: number; comm?: string; exe?: string; uid?: number };
   readonly t0: number;
   readonly decision: RuleVerdict | 'default';
@@ -111,8 +113,11 @@ export class Guard {
    * path is needed to tell whether it is ours.
    */
   readonly #wholeMounts: boolean;
-  /** Whether a decision needs the path (readlink of the event fd, the largest per-event cost). */
-  #needsPath: boolean;
+  /**
+   * Whether every decision needs the path (a readlink of the event fd, the largest per-event
+   * cost). Otherwise it is looked up only for the log, a scanner or a handler.
+   */
+  #decisionNeedsPath: boolean;
   #policy: CompiledPolicy;
   readonly metrics = new GuardMetrics();
   #closed = false;
@@ -125,11 +130,7 @@ export class Guard {
     this.#workers = workers;
     const points = (options.markKind ?? 'mount') === 'mount' ? mountPoints() : new Set<string>();
     this.#wholeMounts = roots.every((r) => points.has(r));
-    this.#needsPath = this.#pathNeeded(policy);
-  }
-
-  #pathNeeded(policy: CompiledPolicy): boolean {
-    return !this.#wholeMounts || policy.byPath || this.#options.log !== undefined;
+    this.#decisionNeedsPath = !this.#wholeMounts || policy.byPath;
   }
 
   /**
@@ -185,7 +186,7 @@ export class Guard {
       throw new FanotifyError('guard: the new policy denies with an errno, which needs a restart in a pre-content group', 'EINVAL');
     }
     this.#policy = next;
-    this.#needsPath = this.#pathNeeded(next);
+    this.#decisionNeedsPath = !this.#wholeMounts || next.byPath;
     this.flushCache();
   }
 
@@ -205,13 +206,13 @@ export class Guard {
     const t0 = performance.now();
     const event = EVENT_KIND[ev.type] ?? 'open';
     let path: string | undefined;
-    if (this.#needsPath) {
+    if (this.#decisionNeedsPath) {
       path = pathOf(ev.fd);
       if (!this.#wholeMounts && !this.#roots.some((r) => isUnder(path!, r))) {
-      // Same mount, outside what we guard: allow, and never see this file again. The mark goes
-      // on before the answer: answering closes the event fd.
-      this.#cache(ev, event, true);
-      ev.allow();
+        // Same mount, outside what we guard: allow, and never see this file again. The mark goes
+        // on before the answer: answering closes the event fd.
+        this.#cache(ev, event, true);
+        ev.allow();
         this.metrics.outside++;
         return;
       }
@@ -225,6 +226,7 @@ export class Guard {
     const d: Decided = {
       ev,
       ctx,
+      pathKnown: path !== undefined,
       proc,
       t0,
       decision: match?.rule.verdict ?? 'default',
@@ -247,16 +249,42 @@ export class Guard {
         d.errno = match!.rule.errno;
         break;
       case 'scan':
+        return this.#scanned(d);
       case 'ask':
-        // Scanners and handlers get the path (for messages, quarantine, their own rules).
-        if (path === undefined) d.ctx = { ...ctx, path: pathOf(ev.fd) };
-        return d.decision === 'scan' ? this.#scanned(d) : this.#asked(d);
+        // Handlers get the path (for their own rules).
+        this.#knowPath(d);
+        return this.#asked(d);
     }
     this.#conclude(d);
   }
 
+  /** Look the path up now, while the event fd is ours ('' once the deadline answered it). */
+  #knowPath(d: Decided): void {
+    if (d.pathKnown) return;
+    d.ctx = { ...d.ctx, path: d.ev.answered ? '' : pathOf(d.ev.fd) };
+    d.pathKnown = true;
+  }
+
   async #scanned(d: Decided): Promise<void> {
-    const res = await this.#scan(d.ev, d.ctx.path);
+    const { ev } = d;
+    // A scanner that needs the path (or a message that names it) looks it up on demand.
+    const pathNow = (): string => {
+      this.#knowPath(d);
+      return d.ctx.path;
+    };
+    const target: ScanTarget = d.pathKnown
+      ? { fd: ev.fd, path: d.ctx.path }
+      : {
+          fd: ev.fd,
+          get path(): string {
+            return pathNow();
+          },
+        };
+    const scanning = this.#scan(target);
+    // For the log: look the path up while the scanner works (the request is on its way once the
+    // current microtasks ran), not before it, where the opener waits on it.
+    if (!d.pathKnown && this.#options.log) setImmediate(() => this.#knowPath(d));
+    const res = await scanning;
     if (res.verdict === 'clean') d.answer = 'allow';
     else if (res.verdict === 'infected') {
       d.answer = 'deny';
@@ -292,6 +320,9 @@ export class Guard {
    */
   #conclude(d: Decided): DecisionRecord | undefined {
     const { ev } = d;
+    const { log, onInfected } = this.#options;
+    // The record names the path: look it up before answering closes the event fd.
+    if (log || (d.signature && onInfected)) this.#knowPath(d);
     const dryRun = this.#options.dryRun ?? false;
     const late = ev.answered;
     // The mark goes on before the answer: answering closes the event fd.
@@ -303,7 +334,6 @@ export class Guard {
     const answer = late ? this.#policy.policy.onError : dryRun ? 'allow' : d.answer;
     const latencyMs = performance.now() - d.t0;
     this.metrics.record(answer, d.decision, d.rule, latencyMs, late, d.error !== undefined);
-    const { log, onInfected } = this.#options;
     if (!log && !(d.signature && onInfected)) return undefined;
     const record: DecisionRecord = {
       time: new Date().toISOString(),
@@ -328,9 +358,9 @@ export class Guard {
     return record;
   }
 
-  async #scan(ev: PermissionEvent, path: string): Promise<ScanResult> {
+  async #scan(target: ScanTarget): Promise<ScanResult> {
     try {
-      return await this.#options.scanner!.scan({ fd: ev.fd, path });
+      return await this.#options.scanner!.scan(target);
     } catch (err) {
       return { verdict: 'error', error: err instanceof Error ? err : new Error(String(err)) };
     }
