@@ -16,9 +16,10 @@ import {
   type DenyErrno,
 } from './kernel/constants.js';
 import { decodeEventAt } from './kernel/decode.js';
-import { encodeResponse, type AuditRuleInfo, type Verdict } from './kernel/encode.js';
-import { DecodeError, type DecodedEvent, type PermissionEventData } from './kernel/events.js';
-import { maskOf, type EventName } from './kernel/names.js';
+import { encodeResponse, responseWord, type AuditRuleInfo, type Verdict } from './kernel/encode.js';
+import { DecodeError, type ByteRange, type DecodedEvent, type DirEntryRef, type PermissionEventData } from './kernel/events.js';
+import type { FileId } from './kernel/fileid.js';
+import { maskOf, type EventName, type PermissionEventName } from './kernel/names.js';
 import { explainInitError, explainMarkError, FanotifyError } from './errors.js';
 
 /** The group's class: plain notification, content permission, or pre-content (HSM). */
@@ -184,14 +185,98 @@ export interface ListenOptions {
  */
 export type EventHandler = (event: GroupEvent) => void | Promise<void>;
 
-interface Pending {
-  readonly fd: number;
-  timer: NodeJS.Timeout | undefined;
-  fdTaken: boolean;
-}
-
 const DEFAULT_EVENT_FD_FLAGS = 0o100000 /* O_LARGEFILE */ | 0o2000000 /* O_CLOEXEC */;
 const noFd = (): number => -1;
+
+/** What a permission event needs from its group: one object per group, not closures per event. */
+interface Answerer {
+  /** Answer this event once; false when it was answered already. */
+  answer(ev: PermEvent, verdict: Verdict, info?: AuditRuleInfo): boolean;
+  /** A pre-content group, which may deny with errnos other than EPERM. */
+  readonly preContent: boolean;
+}
+
+/**
+ * A delivered permission event. A class so that the controls are prototype methods: each event
+ * costs one object, where closures and a property definition per event showed up in profiles.
+ */
+class PermEvent implements PermissionEvent {
+  readonly type: PermissionEventName;
+  readonly mask: number;
+  readonly names: readonly EventName[];
+  readonly pid: number;
+  readonly fd: number;
+  readonly isDir: boolean;
+  // Present only when the kernel sent the record, as on the decoded event.
+  declare readonly range?: ByteRange;
+  declare readonly fid?: FileId;
+  declare readonly dfid?: FileId;
+  declare readonly entry?: DirEntryRef;
+  declare readonly pidfd?: number;
+  declare readonly mntId?: number;
+  readonly #answerer: Answerer;
+  /** performance.now() at which the group answers on its own. */
+  readonly #deadline: number;
+  #answered = false;
+  #fdTaken = false;
+
+  constructor(raw: PermissionEventData, answerer: Answerer, deadline: number) {
+    this.type = raw.type;
+    this.mask = raw.mask;
+    this.names = raw.names;
+    this.pid = raw.pid;
+    this.fd = raw.fd;
+    this.isDir = raw.isDir;
+    if (raw.range !== undefined) this.range = raw.range;
+    if (raw.fid !== undefined) this.fid = raw.fid;
+    if (raw.dfid !== undefined) this.dfid = raw.dfid;
+    if (raw.entry !== undefined) this.entry = raw.entry;
+    if (raw.pidfd !== undefined) this.pidfd = raw.pidfd;
+    if (raw.mntId !== undefined) this.mntId = raw.mntId;
+    this.#answerer = answerer;
+    this.#deadline = deadline;
+  }
+
+  get answered(): boolean {
+    return this.#answered;
+  }
+
+  takeFd(): number {
+    this.#fdTaken = true;
+    return this.fd;
+  }
+
+  respond(verdict: Verdict, info?: AuditRuleInfo): boolean {
+    if (!verdict.allow && verdict.errno !== undefined && verdict.errno !== 'EPERM' && !this.#answerer.preContent) {
+      throw new RangeError(`deny(${verdict.errno}) needs a pre-content group: other groups can deny with EPERM only`);
+    }
+    return this.#answerer.answer(this, verdict, info);
+  }
+
+  allow(o?: { audit?: boolean; info?: AuditRuleInfo }): boolean {
+    return this.respond(o?.audit ? { allow: true, audit: true } : ALLOW, o?.info);
+  }
+
+  deny(errno?: DenyErrno, o?: { audit?: boolean; info?: AuditRuleInfo }): boolean {
+    if (errno !== undefined && !Object.hasOwn(DENY_ERRNOS, errno)) {
+      throw new RangeError(`cannot deny with ${String(errno)}: the kernel accepts only ${Object.keys(DENY_ERRNOS).join(', ')}`);
+    }
+    return this.respond({ allow: false, errno, audit: o?.audit }, o?.info);
+  }
+
+  /** For the group: record the answer; true when the group still owns the event fd. */
+  static settle(ev: PermEvent): boolean {
+    ev.#answered = true;
+    return !ev.#fdTaken;
+  }
+
+  /** For the group: when the event is due. */
+  static deadlineOf(ev: PermEvent): number {
+    return ev.#deadline;
+  }
+}
+
+const ALLOW: Verdict = { allow: true };
 
 /**
  * One kernel fanotify group.
@@ -212,7 +297,14 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
   readonly #defaultVerdict: Verdict;
   readonly #ignorePids: ReadonlySet<number>;
   readonly #highWater: number;
-  readonly #pending = new Map<number, Pending>();
+  /** Unanswered permission events by fd, oldest first (they arrive in order, with one timeout). */
+  readonly #pending = new Map<number, PermEvent>();
+  readonly #answerer: Answerer;
+  /** One timer for the oldest pending event, instead of one per event. */
+  #deadlineTimer: NodeJS.Timeout | undefined;
+  #refed = true;
+  /** The 8-byte response, reused: writeSync is done with it before anything else runs. */
+  readonly #response = Buffer.alloc(8);
   #reader: Reader | undefined;
   #closed = false;
   #consumer: 'iterator' | 'listener' | undefined;
@@ -237,6 +329,10 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
     this.#defaultVerdict = { allow: (options.defaultVerdict ?? 'allow') === 'allow' };
     this.#ignorePids = new Set(options.ignorePids ?? [process.pid]);
     this.#highWater = options.highWaterMark ?? 8192;
+    this.#answerer = {
+      answer: (ev, verdict, info) => this.#pending.get(ev.fd) === ev && this.#answer(ev.fd, verdict, info),
+      preContent: (flags & 0xc) === InitFlag.CLASS_PRE_CONTENT,
+    };
   }
 
   /**
@@ -371,7 +467,7 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
   #finish(ev: GroupEvent, err: unknown): void {
     if (err !== undefined) this.#onError(err);
     if (isPermissionEvent(ev)) {
-      if (!ev.answered) this.#answer(ev.fd, this.#defaultVerdict);
+      if (!ev.answered) this.#answerer.answer(ev as PermEvent, this.#defaultVerdict);
     } else {
       this.#release(ev);
     }
@@ -481,7 +577,7 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
     const mask = batch.readUInt32LE(offset + 8);
     const fd = batch.readInt32LE(offset + 16);
     if (fd < 0) return;
-    if (mask & PERMISSION_BITS) this.#answer(fd, this.#defaultVerdict);
+    if (mask & PERMISSION_BITS) this.#answer(fd, this.#defaultVerdict, undefined, true);
     else this.#closeFd(fd);
   }
 
@@ -511,53 +607,60 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
   }
 
   #permissionEvent(raw: PermissionEventData): PermissionEvent {
-    const pending: Pending = { fd: raw.fd, timer: undefined, fdTaken: false };
-    this.#pending.set(raw.fd, pending);
-    pending.timer = setTimeout(() => this.#answer(raw.fd, this.#defaultVerdict), this.#timeoutMs);
-    const preContent = (this.flags & 0xc) === InitFlag.CLASS_PRE_CONTENT;
-    const ev = raw as PermissionEvent & { -readonly [K in keyof PermissionControl]: PermissionControl[K] };
-    Object.defineProperty(ev, 'answered', { get: () => !this.#pending.has(raw.fd), enumerable: false });
-    ev.takeFd = () => {
-      pending.fdTaken = true;
-      return raw.fd;
-    };
-    ev.respond = (verdict, info) => {
-      if (!verdict.allow && verdict.errno !== undefined && verdict.errno !== 'EPERM' && !preContent) {
-        throw new RangeError(
-          `deny(${verdict.errno}) needs a pre-content group: other groups can deny with EPERM only`,
-        );
-      }
-      return this.#answer(raw.fd, verdict, info);
-    };
-    ev.allow = (o) => ev.respond({ allow: true, audit: o?.audit }, o?.info);
-    ev.deny = (errno, o) => {
-      if (errno !== undefined && !(errno in DENY_ERRNOS)) {
-        throw new RangeError(`cannot deny with ${String(errno)}: the kernel accepts only ${Object.keys(DENY_ERRNOS).join(', ')}`);
-      }
-      return ev.respond({ allow: false, errno, audit: o?.audit }, o?.info);
-    };
+    const ev = new PermEvent(raw, this.#answerer, performance.now() + this.#timeoutMs);
+    this.#pending.set(raw.fd, ev);
+    this.#deadlineTimer ??= this.#armDeadline(this.#timeoutMs);
     return ev;
   }
+
+  #armDeadline(ms: number): NodeJS.Timeout {
+    const t = setTimeout(this.#onDeadline, ms);
+    if (!this.#refed) t.unref();
+    return t;
+  }
+
+  /** Answer every pending event that is due, and wait for the next one. */
+  readonly #onDeadline = (): void => {
+    this.#deadlineTimer = undefined;
+    const now = performance.now();
+    for (const ev of this.#pending.values()) {
+      const left = PermEvent.deadlineOf(ev) - now;
+      // Timers count whole ms of the loop's clock: within 1 ms is due.
+      if (left > 1) {
+        this.#deadlineTimer = this.#armDeadline(Math.ceil(left));
+        return;
+      }
+      this.#answer(ev.fd, this.#defaultVerdict);
+    }
+  };
 
   /**
    * Write a verdict once. Later calls for the same fd are no-ops.
    * @returns true when this call answered the event.
    */
   #answer(fd: number, verdict: Verdict, info?: AuditRuleInfo, untracked = false): boolean {
-    const pending = this.#pending.get(fd);
-    if (!pending && !untracked) return false;
+    const ev = this.#pending.get(fd);
+    if (!ev && !untracked) return false;
     this.#pending.delete(fd);
-    if (pending?.timer) clearTimeout(pending.timer);
+    const ownsFd = ev ? PermEvent.settle(ev) : true;
     if (!this.#closed || untracked) {
       try {
-        writeSync(this.fd, encodeResponse(fd, verdict, info));
+        let buf: Buffer = this.#response;
+        if (info) buf = encodeResponse(fd, verdict, info);
+        else {
+          buf.writeUInt32LE(responseWord(verdict), 4);
+          buf.writeInt32LE(fd, 0);
+        }
+        writeSync(this.fd, buf);
       } catch (err) {
         // ENOENT: the kernel no longer waits on this fd (already answered). Anything else is a
         // real failure the user must see, but the fd is still ours to close.
         if ((err as { code?: string }).code !== 'ENOENT') this.#onError(err);
       }
     }
-    if (!pending?.fdTaken) this.#closeFd(fd);
+    if (ownsFd) this.#closeFd(fd);
+    // An unref'd group must not be kept alive by a deadline with nothing left to answer.
+    if (!this.#refed && this.#pending.size === 0) this.#clearDeadline();
     this.#updateFlow();
     return true;
   }
@@ -610,11 +713,21 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
   /** Let the process exit even though the group is still reading. */
   unref(): void {
     this.#reader?.unref();
+    this.#refed = false;
+    if (this.#pending.size === 0) this.#clearDeadline();
+    else this.#deadlineTimer?.unref();
   }
 
   /** Keep the process alive while the group is reading (the default). */
   ref(): void {
     this.#reader?.ref();
+    this.#refed = true;
+    this.#deadlineTimer?.ref();
+  }
+
+  #clearDeadline(): void {
+    clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimer = undefined;
   }
 
   /**
@@ -633,6 +746,7 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
     }
     this.#queue = [];
     this.#releaseLastDelivered();
+    this.#clearDeadline();
     this.#closed = true;
     this.#closeFd(this.fd);
     if (this.#waiter) {

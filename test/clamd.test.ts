@@ -202,6 +202,21 @@ describe('ClamdScanner with a real clamd', () => {
     }
   });
 
+  test('instream: a file that grew past its known size is streamed whole, on the same session', T, async () => {
+    const scanner = new ClamdScanner({ socket: clamdSocket(), mode: 'instream' });
+    try {
+      // The signature lies past the stated size: a one-read send of `size` bytes would miss it.
+      const grown = openFile(`${'x'.repeat(2000)}${TEST_MALWARE}`);
+      assert.deepEqual(await scanner.scan({ ...grown, size: 1000 }), { verdict: 'infected', signature: TEST_SIGNATURE_REPORTED });
+      // A file that shrank: what is there is sent, and the session stays usable.
+      assert.deepEqual(await scanner.scan({ ...openFile('short'), size: 4000 }), { verdict: 'clean' });
+      assert.deepEqual(await scanner.scan(openFile(infectedContent())), { verdict: 'infected', signature: TEST_SIGNATURE_REPORTED });
+      assert.equal(scanner.connections, 1);
+    } finally {
+      await scanner.close();
+    }
+  });
+
   test('sessions: sequential scans, ping and version reuse one connection', T, async () => {
     const scanner = new ClamdScanner({ socket: clamdSocket() });
     try {

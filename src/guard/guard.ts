@@ -3,7 +3,7 @@
  * scanners, within a deadline, with a kernel-side decision cache.
  * @packageDocumentation
  */
-import { readlinkSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { FanotifyGroup, isPermissionEvent, type GroupEvent, type PermissionEvent } from '../group.js';
 import { FanotifyError } from '../errors.js';
@@ -11,11 +11,12 @@ import type { EventName } from '../kernel/names.js';
 import type { DenyErrno } from '../kernel/constants.js';
 import { DENY_ERRNOS } from '../kernel/constants.js';
 import { isUnder } from '../resolve/paths.js';
+import { parseMountInfo } from '../resolve/mounts.js';
 import { ProcessCache } from '../resolve/process.js';
 import { CompiledPolicy, type AccessContext, type AccessKind, type Policy, type Rule, type RuleVerdict } from './policy.js';
 import { WorkerPool, type HandlerDecision } from './workers.js';
 import { GuardMetrics } from './metrics.js';
-import type { Scanner, ScanResult } from '../scan/scanner.js';
+import type { Scanner, ScanResult, ScanTarget } from '../scan/scanner.js';
 
 /** One decision, as logged. */
 export interface DecisionRecord {
@@ -47,7 +48,9 @@ export interface DecisionRecord {
 /** A decision being made: what the event was, and what has been decided so far. */
 interface Decided {
   readonly ev: PermissionEvent;
-  readonly ctx: AccessContext;
+  ctx: AccessContext;
+  /** Whether ctx.path holds the path (it is looked up only when needed). */
+  pathKnown: boolean;
   readonly proc: { pid: number; comm?: string; exe?: string; uid?: number };
   readonly t0: number;
   readonly decision: RuleVerdict | 'default';
@@ -105,6 +108,16 @@ export class Guard {
   readonly #processes = new ProcessCache();
   readonly #options: GuardOptions;
   readonly #workers: WorkerPool | undefined;
+  /**
+   * Every root is a mount point and mount marks are used: every event is under a root, so no
+   * path is needed to tell whether it is ours.
+   */
+  readonly #wholeMounts: boolean;
+  /**
+   * Whether every decision needs the path (a readlink of the event fd, the largest per-event
+   * cost). Otherwise it is looked up only for the log, a scanner or a handler.
+   */
+  #decisionNeedsPath: boolean;
   #policy: CompiledPolicy;
   readonly metrics = new GuardMetrics();
   #closed = false;
@@ -115,6 +128,9 @@ export class Guard {
     this.#policy = policy;
     this.#options = options;
     this.#workers = workers;
+    const points = (options.markKind ?? 'mount') === 'mount' ? mountPoints() : new Set<string>();
+    this.#wholeMounts = roots.every((r) => points.has(r));
+    this.#decisionNeedsPath = !this.#wholeMounts || policy.byPath;
   }
 
   /**
@@ -170,6 +186,7 @@ export class Guard {
       throw new FanotifyError('guard: the new policy denies with an errno, which needs a restart in a pre-content group', 'EINVAL');
     }
     this.#policy = next;
+    this.#decisionNeedsPath = !this.#wholeMounts || next.byPath;
     this.flushCache();
   }
 
@@ -188,29 +205,28 @@ export class Guard {
     if (!isPermissionEvent(ev)) return;
     const t0 = performance.now();
     const event = EVENT_KIND[ev.type] ?? 'open';
-    let path: string;
-    try {
-      path = readlinkSync(`/proc/self/fd/${ev.fd}`);
-    } catch {
-      path = '';
-    }
-    if (!this.#roots.some((r) => isUnder(path, r))) {
-      // Same mount, outside what we guard: allow, and never see this file again. The mark goes
-      // on before the answer: answering closes the event fd.
-      this.#cache(ev, event, true);
-      ev.allow();
-      this.metrics.outside++;
-      return;
+    let path: string | undefined;
+    if (this.#decisionNeedsPath) {
+      path = pathOf(ev.fd);
+      if (!this.#wholeMounts && !this.#roots.some((r) => isUnder(path!, r))) {
+        // Same mount, outside what we guard: allow, and never see this file again. The mark goes
+        // on before the answer: answering closes the event fd.
+        this.#cache(ev, event, true);
+        ev.allow();
+        this.metrics.outside++;
+        return;
+      }
     }
     const policy = this.#policy;
     // The process is looked up only when a rule or the log needs it.
     const proc = policy.byProcess || this.#options.log ? this.#processes.get(ev.pid) : { pid: ev.pid };
     const parent = policy.byProcess && proc.ppid !== undefined ? this.#processes.get(proc.ppid).comm : undefined;
-    const ctx: AccessContext = { path, event, pid: ev.pid, uid: proc.uid, gid: proc.gid, comm: proc.comm, exe: proc.exe, parent };
+    const ctx: AccessContext = { path: path ?? '', event, pid: ev.pid, uid: proc.uid, gid: proc.gid, comm: proc.comm, exe: proc.exe, parent };
     const match = policy.decide(ctx);
     const d: Decided = {
       ev,
       ctx,
+      pathKnown: path !== undefined,
       proc,
       t0,
       decision: match?.rule.verdict ?? 'default',
@@ -235,13 +251,40 @@ export class Guard {
       case 'scan':
         return this.#scanned(d);
       case 'ask':
+        // Handlers get the path (for their own rules).
+        this.#knowPath(d);
         return this.#asked(d);
     }
     this.#conclude(d);
   }
 
+  /** Look the path up now, while the event fd is ours ('' once the deadline answered it). */
+  #knowPath(d: Decided): void {
+    if (d.pathKnown) return;
+    d.ctx = { ...d.ctx, path: d.ev.answered ? '' : pathOf(d.ev.fd) };
+    d.pathKnown = true;
+  }
+
   async #scanned(d: Decided): Promise<void> {
-    const res = await this.#scan(d.ev, d.ctx.path);
+    const { ev } = d;
+    // A scanner that needs the path (or a message that names it) looks it up on demand.
+    const pathNow = (): string => {
+      this.#knowPath(d);
+      return d.ctx.path;
+    };
+    const target: ScanTarget = d.pathKnown
+      ? { fd: ev.fd, path: d.ctx.path }
+      : {
+          fd: ev.fd,
+          get path(): string {
+            return pathNow();
+          },
+        };
+    const scanning = this.#scan(target);
+    // For the log: look the path up while the scanner works (the request is on its way once the
+    // current microtasks ran), not before it, where the opener waits on it.
+    if (!d.pathKnown && this.#options.log) setImmediate(() => this.#knowPath(d));
+    const res = await scanning;
     if (res.verdict === 'clean') d.answer = 'allow';
     else if (res.verdict === 'infected') {
       d.answer = 'deny';
@@ -252,7 +295,7 @@ export class Guard {
     }
     d.cacheable &&= res.verdict === 'clean';
     const record = this.#conclude(d);
-    if (d.signature && this.#options.onInfected) await this.#options.onInfected({ ...record, signature: d.signature });
+    if (record && d.signature && this.#options.onInfected) await this.#options.onInfected({ ...record, signature: d.signature });
   }
 
   async #asked(d: Decided): Promise<void> {
@@ -271,9 +314,15 @@ export class Guard {
     this.#conclude(d);
   }
 
-  /** Answer (unless the deadline did), cache, count and log a decision. */
-  #conclude(d: Decided): DecisionRecord {
+  /**
+   * Answer (unless the deadline did), cache, count and log a decision.
+   * @returns the record, built only for the log or `onInfected` (building it costs per event).
+   */
+  #conclude(d: Decided): DecisionRecord | undefined {
     const { ev } = d;
+    const { log, onInfected } = this.#options;
+    // The record names the path: look it up before answering closes the event fd.
+    if (log || (d.signature && onInfected)) this.#knowPath(d);
     const dryRun = this.#options.dryRun ?? false;
     const late = ev.answered;
     // The mark goes on before the answer: answering closes the event fd.
@@ -282,36 +331,36 @@ export class Guard {
       if (d.answer === 'allow' || dryRun) ev.allow();
       else ev.deny(d.errno);
     }
+    const answer = late ? this.#policy.policy.onError : dryRun ? 'allow' : d.answer;
+    const latencyMs = performance.now() - d.t0;
+    this.metrics.record(answer, d.decision, d.rule, latencyMs, late, d.error !== undefined);
+    if (!log && !(d.signature && onInfected)) return undefined;
     const record: DecisionRecord = {
-      time: '',
-      pid: ev.pid,
+      time: new Date().toISOString(),
+      pid: d.ev.pid,
       comm: d.proc.comm,
       exe: d.proc.exe,
       uid: d.proc.uid,
       event: d.ctx.event,
       path: d.ctx.path,
-      answer: late ? this.#policy.policy.onError : dryRun ? 'allow' : d.answer,
+      answer,
       decision: d.decision,
       ...(d.errno ? { errno: d.errno } : {}),
       rule: d.rule,
-      latencyMs: performance.now() - d.t0,
+      latencyMs,
       cached,
       ...(dryRun ? { dryRun } : {}),
       ...(d.signature ? { signature: d.signature } : {}),
       ...(d.error ? { error: d.error } : {}),
       ...(late ? { late } : {}),
     };
-    this.metrics.record(record);
-    if (this.#options.log) {
-      (record as { time: string }).time = new Date().toISOString();
-      this.#options.log(record);
-    }
+    log?.(record);
     return record;
   }
 
-  async #scan(ev: PermissionEvent, path: string): Promise<ScanResult> {
+  async #scan(target: ScanTarget): Promise<ScanResult> {
     try {
-      return await this.#options.scanner!.scan({ fd: ev.fd, path });
+      return await this.#options.scanner!.scan(target);
     } catch (err) {
       return { verdict: 'error', error: err instanceof Error ? err : new Error(String(err)) };
     }
@@ -339,6 +388,24 @@ export class Guard {
     this.#closed = true;
     await this.#group.close();
     await this.#workers?.close();
+  }
+}
+
+/** The path an event fd refers to ('' when it cannot be read). */
+function pathOf(fd: number): string {
+  try {
+    return readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return '';
+  }
+}
+
+/** Mount points of this mount namespace. */
+function mountPoints(): Set<string> {
+  try {
+    return new Set(parseMountInfo(readFileSync('/proc/self/mountinfo', 'utf8')).map((m) => m.mountPoint));
+  } catch {
+    return new Set();
   }
 }
 

@@ -28,15 +28,16 @@ export class GuardMetrics {
   /** Counts per latency bucket; index i counts latencies ≤ LATENCY_BUCKETS_MS[i], the last one the rest. */
   readonly latency: number[] = new Array<number>(LATENCY_BUCKETS_MS.length + 1).fill(0);
 
-  record(r: DecisionRecord): void {
+  /** Count one decision (cheap enough for every event: no record object needed). */
+  record(answer: 'allow' | 'deny', decision: DecisionRecord['decision'], rule: string, latencyMs: number, late: boolean, failed: boolean): void {
     this.decisions++;
-    this.byAnswer[r.answer]++;
-    this.byDecision[r.decision] = (this.byDecision[r.decision] ?? 0) + 1;
-    this.byRule[r.rule] = (this.byRule[r.rule] ?? 0) + 1;
-    if (r.late) this.late++;
-    if (r.error) this.failures++;
-    let i = LATENCY_BUCKETS_MS.findIndex((b) => r.latencyMs <= b);
-    if (i < 0) i = LATENCY_BUCKETS_MS.length;
+    this.byAnswer[answer]++;
+    this.byDecision[decision] = (this.byDecision[decision] ?? 0) + 1;
+    this.byRule[rule] = (this.byRule[rule] ?? 0) + 1;
+    if (late) this.late++;
+    if (failed) this.failures++;
+    let i = 0;
+    while (i < LATENCY_BUCKETS_MS.length && latencyMs > LATENCY_BUCKETS_MS[i]!) i++;
     this.latency[i]!++;
   }
 

@@ -129,9 +129,13 @@ export class CompiledPolicy {
   /** True when some rule looks at the accessing process (uid, gid, comm, exe, parent). */
   readonly byProcess: boolean;
 
+  /** Some rule matches on the path: every decision needs it. */
+  readonly byPath: boolean;
+
   constructor(readonly policy: Policy) {
     this.#rules = policy.rules.map((rule, index) => ({ rule, index, ...compileMatch(rule.match) }));
     this.byProcess = this.#rules.some((r) => r.byProcess);
+    this.byPath = policy.rules.some((r) => r.match.path !== undefined);
   }
 
 

@@ -23,7 +23,10 @@ import { native, isNativeError } from '../native.js';
 import { CLEAN, errorResult, type ScanResult, type ScanTarget, type Scanner } from './scanner.js';
 
 const fsRead = promisify(fs.read);
-const fsFstat = promisify(fs.fstat);
+
+const INSTREAM = Buffer.from('zINSTREAM\0', 'latin1');
+/** zFILDES\0 and the NUL byte the fd rides on (see the module comment). */
+const FILDES = Buffer.from('zFILDES\0\0', 'latin1');
 
 /** clamd's StreamMaxLength default (25 MiB). */
 export const DEFAULT_MAX_STREAM_BYTES = 25 * 1024 * 1024;
@@ -136,30 +139,60 @@ function isConnectionError(err: unknown): boolean {
   return code !== undefined && CONNECTION_CODES.has(code);
 }
 
+/**
+ * A request's cancellation: the part of an AbortSignal this client uses. An AbortController per
+ * scan costs an EventTarget, its listeners and their bookkeeping, which showed up in profiles.
+ */
+class Cancel {
+  aborted = false;
+  reason: Error | undefined;
+  #listeners: (() => void)[] = [];
+
+  /** Abort once with `reason`; later calls do nothing. */
+  abort(reason: Error): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    const listeners = this.#listeners;
+    this.#listeners = [];
+    for (const fn of listeners) fn();
+  }
+
+  /** Call fn (once) on abort. */
+  onAbort(fn: () => void): void {
+    this.#listeners.push(fn);
+  }
+
+  offAbort(fn: () => void): void {
+    const i = this.#listeners.indexOf(fn);
+    if (i >= 0) this.#listeners.splice(i, 1);
+  }
+}
+
 /** Resolve/reject with p, or reject with signal.reason when the signal fires first. */
-function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+function raceAbort<T>(p: Promise<T>, signal: Cancel): Promise<T> {
   if (signal.aborted) return Promise.reject(signal.reason as Error);
   return new Promise<T>((resolve, reject) => {
     const onAbort = (): void => reject(signal.reason as Error);
-    signal.addEventListener('abort', onAbort, { once: true });
+    signal.onAbort(onAbort);
     p.then(
       (v) => {
-        signal.removeEventListener('abort', onAbort);
+        signal.offAbort(onAbort);
         resolve(v);
       },
       (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
+        signal.offAbort(onAbort);
         reject(e as Error);
       },
     );
   });
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
+function sleep(ms: number, signal: Cancel): Promise<void> {
   return raceAbort(
     new Promise<void>((resolve) => {
       const t = setTimeout(resolve, ms);
-      signal.addEventListener('abort', () => clearTimeout(t), { once: true });
+      signal.onAbort(() => clearTimeout(t));
     }),
     signal,
   );
@@ -178,6 +211,15 @@ function positiveInt(value: number | undefined, fallback: number, name: string, 
 interface QueueState {
   waiting: boolean;
   waitedMs: number;
+}
+
+/** A request running within its deadline. */
+interface Running {
+  /** performance.now() by which it must be done. */
+  readonly deadline: number;
+  /** Abort it as timed out. */
+  expire(): void;
+  abort(reason: Error): void;
 }
 
 /** Given to a request's sender. */
@@ -304,7 +346,7 @@ class Connection {
    * (clamd refusing a stream early) leaves the connection unusable, and `ctl.stillSending()`
    * turns false so the sender stops.
    */
-  async request(send: (ctl: SendControl) => Promise<void>, signal: AbortSignal): Promise<ClamdReply> {
+  async request(send: (ctl: SendControl) => Promise<void>, signal: Cancel): Promise<ClamdReply> {
     if (this.closed) throw this.#closeError ?? new ClamdError(`clamd at ${this.where}: connection closed`, 'ECLOSED', this.where);
     if (this.#waiter) throw new Error('internal: two requests on one clamd connection');
     const id = this.session ? this.#nextId++ : undefined;
@@ -385,8 +427,12 @@ export class ClamdScanner implements Scanner {
   readonly #slotWaiters: (() => void)[] = [];
   #inFlight = 0;
   #closed = false;
-  /** Abort functions of the requests running now (close() fires them). */
-  readonly #running = new Set<(reason: Error) => void>();
+  /**
+   * The requests running now, oldest first: all have the same timeout, so one timer set for the
+   * oldest serves them all (a timer per scan cost a setTimeout and a clearTimeout each).
+   */
+  readonly #running = new Set<Running>();
+  #deadlineTimer: NodeJS.Timeout | undefined;
 
   constructor(options: ClamdOptions) {
     const { socket } = options;
@@ -429,33 +475,35 @@ export class ClamdScanner implements Scanner {
 
   /** Scan the open file; see {@link Scanner.scan}. */
   async scan(target: ScanTarget, signal?: AbortSignal): Promise<ScanResult> {
-    const what = `${this.mode === 'fildes' ? 'FILDES' : 'INSTREAM'} scan of ${target.path}`;
+    // Built only for a message: reading target.path may cost a lookup.
+    const what = (): string => `${this.mode === 'fildes' ? 'FILDES' : 'INSTREAM'} scan of ${target.path}`;
     try {
       if (!Number.isInteger(target.fd) || target.fd < 0) {
-        throw new ClamdError(`clamd at ${this.#where}: ${what}: bad fd ${String(target.fd)}`, 'EIO', this.#where);
+        throw new ClamdError(`clamd at ${this.#where}: ${what()}: bad fd ${String(target.fd)}`, 'EIO', this.#where);
       }
       let size: number | undefined;
       if (this.mode === 'instream') {
-        size = target.size ?? (await fsFstat(target.fd)).size;
+        // fstat of an open fd never waits on a disk (nor on a permission event).
+        size = target.size ?? fs.fstatSync(target.fd).size;
         if (size > this.#maxStreamBytes) throw this.#tooBig(target.path, size);
       }
       return await this.#withDeadline(what, signal, async (conn, sig) => {
         const reply = await conn.request(
-          (ctl) => (this.mode === 'fildes' ? this.#sendFildes(conn, target.fd, ctl, sig) : this.#sendInstream(conn, target, ctl)),
+          (ctl) => (this.mode === 'fildes' ? this.#sendFildes(conn, target.fd, ctl, sig) : this.#sendInstream(conn, target, size!, ctl)),
           sig,
         );
         // Throws on ERROR and unparseable replies, so that connection is not reused.
-        return this.#result(reply, target.path);
+        return this.#result(reply, target);
       });
     } catch (err) {
-      return errorResult(this.#explain(err, what));
+      return errorResult(this.#explain(err, what()));
     }
   }
 
   /** zPING: true when clamd answers PONG within timeoutMs. Never throws. */
   async ping(signal?: AbortSignal): Promise<boolean> {
     try {
-      const reply = await this.#withDeadline('PING', signal, (conn, sig) => conn.request((ctl) => conn.write('zPING\0', ctl), sig));
+      const reply = await this.#withDeadline(() => 'PING', signal, (conn, sig) => conn.request((ctl) => conn.write('zPING\0', ctl), sig));
       return reply.body === 'PONG';
     } catch {
       return false;
@@ -465,7 +513,7 @@ export class ClamdScanner implements Scanner {
   /** zVERSION: clamd's version line, e.g. `ClamAV 1.4.6/27000/…`. Throws a ClamdError on failure. */
   async version(signal?: AbortSignal): Promise<string> {
     try {
-      const reply = await this.#withDeadline('VERSION', signal, (conn, sig) => conn.request((ctl) => conn.write('zVERSION\0', ctl), sig));
+      const reply = await this.#withDeadline(() => 'VERSION', signal, (conn, sig) => conn.request((ctl) => conn.write('zVERSION\0', ctl), sig));
       if (!/^ClamAV /.test(reply.body)) {
         throw new ClamdError(`clamd at ${this.#where} gave an unexpected VERSION reply: ${JSON.stringify(reply.body)}`, 'EPROTO', this.#where);
       }
@@ -480,7 +528,9 @@ export class ClamdScanner implements Scanner {
     if (this.#closed) return;
     this.#closed = true;
     const reason = new ClamdError(`clamd at ${this.#where}: the scanner is closed`, 'ECLOSED', this.#where);
-    for (const abort of [...this.#running]) abort(reason);
+    for (const r of [...this.#running]) r.abort(reason);
+    clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimer = undefined;
     const sockets = [...this.#all].map((c) => c.socket);
     for (const c of this.#idle.splice(0)) c.end();
     for (const c of this.#all) if (!c.closed) c.fail(new ClamdError(`clamd at ${this.#where}: the scanner is closed`, 'ECLOSED', this.#where));
@@ -499,7 +549,7 @@ export class ClamdScanner implements Scanner {
     );
   }
 
-  #result(reply: ClamdReply, path: string): ScanResult {
+  #result(reply: ClamdReply, target: ScanTarget): ScanResult {
     const parsed = parseClamdReply(reply.body);
     switch (parsed.kind) {
       case 'clean':
@@ -507,9 +557,9 @@ export class ClamdScanner implements Scanner {
       case 'infected':
         return { verdict: 'infected', signature: parsed.signature };
       case 'error':
-        throw new ClamdError(`clamd at ${this.#where} could not scan ${path}: ${parsed.message}`, 'ECLAMD', this.#where);
+        throw new ClamdError(`clamd at ${this.#where} could not scan ${target.path}: ${parsed.message}`, 'ECLAMD', this.#where);
       default:
-        throw new ClamdError(`clamd at ${this.#where} gave an unexpected reply for ${path}: ${JSON.stringify(reply.body)}`, 'EPROTO', this.#where);
+        throw new ClamdError(`clamd at ${this.#where} gave an unexpected reply for ${target.path}: ${JSON.stringify(reply.body)}`, 'EPROTO', this.#where);
     }
   }
 
@@ -535,40 +585,64 @@ export class ClamdScanner implements Scanner {
   }
 
   /** Run fn on a pooled connection within the scan deadline, with retries on connection errors. */
-  async #withDeadline<T>(what: string, signal: AbortSignal | undefined, fn: (conn: Connection, signal: AbortSignal) => Promise<T>): Promise<T> {
+  async #withDeadline<T>(what: () => string, signal: AbortSignal | undefined, fn: (conn: Connection, signal: Cancel) => Promise<T>): Promise<T> {
     if (this.#closed) throw new ClamdError(`clamd at ${this.#where}: the scanner is closed`, 'ECLOSED', this.#where);
-    const ctl = new AbortController();
-    const abort = (reason: Error): void => {
-      if (!ctl.signal.aborted) ctl.abort(reason);
-    };
+    const cancel = new Cancel();
     const started = performance.now();
     const queue: QueueState = { waiting: true, waitedMs: 0 };
-    const timer = setTimeout(() => {
-      const pool = `poolSize ${this.#poolSize}`;
-      const message = queue.waiting
-        ? `clamd at ${this.#where}: no free connection within ${this.#timeoutMs} ms (${pool}, all busy) for ${what}`
-        : `clamd at ${this.#where} did not answer within ${this.#timeoutMs} ms (${what}${
-            queue.waitedMs >= 1 ? `; ${Math.round(queue.waitedMs)} ms of it waiting for a free connection, ${pool}` : ''
-          })`;
-      abort(new ClamdError(message, 'ETIMEDOUT', this.#where));
-    }, this.#timeoutMs);
-    const onCallerAbort = (): void => abort(new ClamdError(`clamd at ${this.#where}: ${what} aborted by the caller`, 'EABORTED', this.#where, { cause: signal?.reason }));
+    const running: Running = {
+      deadline: started + this.#timeoutMs,
+      expire: () => {
+        const pool = `poolSize ${this.#poolSize}`;
+        const message = queue.waiting
+          ? `clamd at ${this.#where}: no free connection within ${this.#timeoutMs} ms (${pool}, all busy) for ${what()}`
+          : `clamd at ${this.#where} did not answer within ${this.#timeoutMs} ms (${what()}${
+              queue.waitedMs >= 1 ? `; ${Math.round(queue.waitedMs)} ms of it waiting for a free connection, ${pool}` : ''
+            })`;
+        cancel.abort(new ClamdError(message, 'ETIMEDOUT', this.#where));
+      },
+      abort: (reason) => cancel.abort(reason),
+    };
+    const onCallerAbort = (): void => cancel.abort(new ClamdError(`clamd at ${this.#where}: ${what()} aborted by the caller`, 'EABORTED', this.#where, { cause: signal?.reason }));
     if (signal?.aborted) onCallerAbort();
     signal?.addEventListener('abort', onCallerAbort, { once: true });
-    this.#running.add(abort);
+    this.#running.add(running);
+    this.#deadlineTimer ??= this.#armDeadline(this.#timeoutMs);
     try {
-      return await this.#attempts(ctl.signal, fn, () => {
+      return await this.#attempts(cancel, fn, () => {
         queue.waiting = false;
         queue.waitedMs = performance.now() - started;
       });
     } finally {
-      clearTimeout(timer);
       signal?.removeEventListener('abort', onCallerAbort);
-      this.#running.delete(abort);
+      this.#running.delete(running);
     }
   }
 
-  async #attempts<T>(signal: AbortSignal, fn: (conn: Connection, signal: AbortSignal) => Promise<T>, onSlot: () => void): Promise<T> {
+  /**
+   * Unref'd: a request waiting on clamd keeps its socket ref'd, and an idle scanner must not keep
+   * the process alive.
+   */
+  #armDeadline(ms: number): NodeJS.Timeout {
+    return setTimeout(this.#onDeadline, ms).unref();
+  }
+
+  /** Time out every request that is due, and wait for the next one. */
+  readonly #onDeadline = (): void => {
+    this.#deadlineTimer = undefined;
+    const now = performance.now();
+    for (const r of this.#running) {
+      const left = r.deadline - now;
+      // Timers count whole ms of the loop's clock: within 1 ms is due.
+      if (left > 1) {
+        this.#deadlineTimer = this.#armDeadline(Math.ceil(left));
+        return;
+      }
+      r.expire();
+    }
+  };
+
+  async #attempts<T>(signal: Cancel, fn: (conn: Connection, signal: Cancel) => Promise<T>, onSlot: () => void): Promise<T> {
     await this.#acquireSlot(signal);
     onSlot();
     try {
@@ -609,14 +683,14 @@ export class ClamdScanner implements Scanner {
     }
   }
 
-  #acquireSlot(signal: AbortSignal): Promise<void> {
+  #acquireSlot(signal: Cancel): Promise<void> {
     if (this.#inFlight < this.#poolSize && this.#slotWaiters.length === 0) {
       this.#inFlight++;
       return Promise.resolve();
     }
     return new Promise<void>((resolve, reject) => {
       const grant = (): void => {
-        signal.removeEventListener('abort', onAbort);
+        signal.offAbort(onAbort);
         this.#inFlight++;
         resolve();
       };
@@ -629,7 +703,7 @@ export class ClamdScanner implements Scanner {
         onAbort();
         return;
       }
-      signal.addEventListener('abort', onAbort, { once: true });
+      signal.onAbort(onAbort);
       this.#slotWaiters.push(grant);
     });
   }
@@ -661,7 +735,7 @@ export class ClamdScanner implements Scanner {
     this.#idle.push(conn);
   }
 
-  async #open(signal: AbortSignal): Promise<Connection> {
+  async #open(signal: Cancel): Promise<Connection> {
     const socket = this.#connect();
     const conn = new Connection(socket, this.#where, this.#sessions);
     this.#all.add(conn);
@@ -692,10 +766,10 @@ export class ClamdScanner implements Scanner {
   }
 
   /** zFILDES\0 and one NUL byte, with the fd attached, in one sendmsg. */
-  async #sendFildes(conn: Connection, fd: number, ctl: SendControl, signal: AbortSignal): Promise<void> {
+  async #sendFildes(conn: Connection, fd: number, ctl: SendControl, signal: Cancel): Promise<void> {
     const sock = conn.fd;
     if (sock === undefined) throw new ClamdError(`clamd at ${this.#where}: the connection has no fd to send with`, 'EIO', this.#where);
-    const data = Buffer.from('zFILDES\0\0', 'latin1');
+    const data = FILDES;
     let delay = 1;
     for (;;) {
       try {
@@ -717,9 +791,29 @@ export class ClamdScanner implements Scanner {
     }
   }
 
-  /** zINSTREAM\0, then length-prefixed chunks read with pread, then a zero-length chunk. */
-  async #sendInstream(conn: Connection, target: ScanTarget, ctl: SendControl): Promise<void> {
-    await conn.write('zINSTREAM\0');
+  /**
+   * zINSTREAM\0, then length-prefixed chunks read with pread, then a zero-length chunk. A file
+   * that fits one chunk (by its size at the start) is read with one synchronous pread (one
+   * 64 KiB read at most, where a threadpool read costs a round trip per chunk and one more to
+   * see the end) and sent in one write: command, chunk and end.
+   */
+  async #sendInstream(conn: Connection, target: ScanTarget, size: number, ctl: SendControl): Promise<void> {
+    if (size < this.#chunkBytes) {
+      const head = INSTREAM.length;
+      const buf = Buffer.allocUnsafe(head + 4 + size + 1 + 4);
+      INSTREAM.copy(buf, 0);
+      // One byte more than the size, to see a file that grew since the fstat.
+      const n = fs.readSync(target.fd, buf, head + 4, size + 1, 0);
+      if (n <= size) {
+        buf.writeUInt32BE(n, head);
+        // An empty chunk would end the stream early: an empty file is just the end.
+        const end = n === 0 ? head : head + 4 + n;
+        buf.writeUInt32BE(0, end);
+        await conn.write(buf.subarray(0, end + 4), ctl);
+        return;
+      }
+    }
+    await conn.write(INSTREAM);
     let position = 0;
     for (;;) {
       if (!ctl.stillSending()) return;
