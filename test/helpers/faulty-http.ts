@@ -20,7 +20,7 @@ export interface FaultyHttp {
   /** Range requests received. */
   readonly ranges: string[];
   /** Called when a range request arrives (before it is answered). */
-  onRange: ((range: string) => void) | undefined;
+  onRange: ((url: string, range: string) => void) | undefined;
   close(): Promise<void>;
 }
 
@@ -69,7 +69,7 @@ async function serve(root: string, state: FaultyHttp, url: string, range: string
       return;
     }
     state.ranges.push(range ?? '');
-    state.onRange?.(range ?? '');
+    state.onRange?.(url, range ?? '');
     const start = Number(m[1]);
     const end = Math.min(Number(m[2]), size - 1);
     const body = Buffer.alloc(end - start + 1);
@@ -84,7 +84,7 @@ async function serve(root: string, state: FaultyHttp, url: string, range: string
         return;
       case 'stall':
         res.writeHead(206, headers);
-        res.write(body.subarray(0, 10));
+        res.write(body.subarray(0, body.length >> 1));
         return; // never finishes; the client's deadline must cut it
       case 'truncate':
         res.writeHead(206, headers);
