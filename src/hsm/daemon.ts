@@ -134,7 +134,7 @@ export class HsmDaemon {
         const entry = files[next++] as FileEntry;
         const rec = recs.get(entry.path);
         if (!rec) throw new Error(`range map has no row for ${entry.path}`);
-        const t: Tracked = { entry, rec, inflight: new Map(), lastChunk: -1, writer: undefined, evicting: false };
+        const t: Tracked = { entry, rec, inflight: new Map(), lastChunk: -1, writer: undefined, evicting: false, unsynced: new Set() };
         const st = await lstat(join(this.#cfg.backing, entry.path));
         this.#byPath.set(entry.path, t);
         this.#byIno.set(st.ino, t);
@@ -268,6 +268,7 @@ export class HsmDaemon {
     if (t.evicting) return refuse('already being evicted');
     if (t.rec.have === 0) return { path: t.entry.path, evicted: false, reason: 'nothing to evict (placeholder)' };
     if (t.inflight.size > 0) return refuse('being fetched');
+    await this.#hydrator.flush();
     if (t.rec.presentCtime !== null && (await ctimeOf(path)) !== t.rec.presentCtime) {
       this.#setLocal(t);
       return refuse('local: changed since it was fetched, never evicted');
@@ -404,6 +405,7 @@ export class HsmDaemon {
   /** Stop serving: close the control socket, answer what is pending (deny), release our fd. */
   async stop(): Promise<void> {
     this.#server?.close();
+    await this.#hydrator.flush();
     for (const t of this.#byPath.values()) await this.#hydrator.closeWriter(t);
     await this.#group.close();
     this.#source.close();

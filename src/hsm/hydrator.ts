@@ -4,7 +4,7 @@
  * the range map. One fetch per chunk at a time, shared by every reader waiting for it.
  * @packageDocumentation
  */
-import { createHash } from 'node:crypto';
+import { webcrypto } from 'node:crypto';
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FileEntry } from './manifest.js';
@@ -23,7 +23,12 @@ export interface Tracked {
   writer: { fh: Promise<FileHandle>; users: number; idle: NodeJS.Timeout | undefined } | undefined;
   /** Eviction in progress: opens are refused with EBUSY. */
   evicting: boolean;
+  /** Chunks written but not yet durable, so not yet in the range map. */
+  readonly unsynced: Set<number>;
 }
+
+/** How long written chunks wait to be made durable together. */
+const FLUSH_DELAY_MS = 20;
 
 /** Options of {@link Hydrator}. */
 export interface HydratorOptions {
@@ -32,13 +37,13 @@ export interface HydratorOptions {
   /** The backing directory holding the placeholders. */
   readonly backing: string;
   readonly rangeMap: RangeMap;
-  /** Chunks fetched ahead of a sequential reader. Default 16. */
+  /** Chunks fetched ahead of a sequential reader. Default 24. */
   readonly readAhead?: number;
-  /** Most chunks merged into one request. Default 4. */
+  /** Most chunks merged into one request. Default 8. */
   readonly maxRun?: number;
   /** Extra fetches of a run whose bytes fail verification. Default 2. */
   readonly verifyRetries?: number;
-  /** A file became fully present (e.g. to stop intercepting it). */
+  /** A file became fully present and durable (e.g. to stop intercepting it). */
   readonly onPresent?: (t: Tracked) => void;
   /** Bytes were hydrated into a file (for progress and cache accounting). */
   readonly onBytes?: (t: Tracked, bytes: number) => void;
@@ -51,11 +56,14 @@ export class Hydrator {
   readonly #o: HydratorOptions;
   readonly #readAhead: number;
   readonly #maxRun: number;
+  readonly #dirty = new Set<Tracked>();
+  #flushTimer: NodeJS.Timeout | undefined;
+  #flushing: Promise<void> = Promise.resolve();
 
   constructor(options: HydratorOptions) {
     this.#o = options;
-    this.#readAhead = options.readAhead ?? 16;
-    this.#maxRun = options.maxRun ?? 4;
+    this.#readAhead = options.readAhead ?? 24;
+    this.#maxRun = options.maxRun ?? 8;
   }
 
   /** Absolute backing path of a file. */
@@ -139,7 +147,7 @@ export class Hydrator {
     let bad = -1;
     for (let attempt = 0; attempt <= (this.#o.verifyRetries ?? 2); attempt++) {
       bytes = await this.#o.source.read(t.entry.path, offset, length);
-      bad = this.#firstBadChunk(t, a, b, bytes);
+      bad = await this.#firstBadChunk(t, a, b, bytes);
       if (bad < 0) break;
     }
     if (bad >= 0 || !bytes) {
@@ -151,32 +159,78 @@ export class Hydrator {
         const { bytesWritten } = await fh.write(bytes, done, bytes.length - done, offset + done);
         done += bytesWritten;
       }
-      const mtime = t.entry.mtimeMs / 1000;
-      await fh.utimes(mtime, mtime);
-      await fh.datasync();
-      for (let i = a; i <= b; i++) {
-        if (hasChunk(t.rec, i)) continue;
-        t.rec.bitmap[i >> 3] = (t.rec.bitmap[i >> 3] ?? 0) | (1 << (i & 7));
-        t.rec.have++;
-      }
-      t.rec.lastAccess = Date.now();
-      if (t.rec.have >= t.rec.chunks) t.rec.presentCtime = await ctimeOf(fh);
-      this.#o.rangeMap.saveChunks(t.rec);
     });
-    this.#o.onBytes?.(t, length);
-    if (t.rec.have >= t.rec.chunks) {
-      void this.closeWriter(t);
-      this.#o.onPresent?.(t);
+    // Verified bytes are in the page cache: readers may have them now. The range map learns of
+    // them only after they are durable (see flush), so a crash in between costs a refetch.
+    for (let i = a; i <= b; i++) {
+      if (hasChunk(t.rec, i)) continue;
+      t.rec.bitmap[i >> 3] = (t.rec.bitmap[i >> 3] ?? 0) | (1 << (i & 7));
+      t.rec.have++;
+      t.unsynced.add(i);
     }
+    t.rec.lastAccess = Date.now();
+    this.#o.onBytes?.(t, length);
+    this.#dirty.add(t);
+    this.#flushTimer ??= setTimeout(() => void this.flush(), FLUSH_DELAY_MS);
   }
 
-  #firstBadChunk(t: Tracked, a: number, b: number, bytes: Buffer): number {
+  /**
+   * Make every written chunk durable (one fdatasync per file, however many chunks) and record
+   * them in the range map in one commit; files that became fully present are then reported.
+   */
+  flush(): Promise<void> {
+    if (this.#flushTimer) clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
+    this.#flushing = this.#flushing.then(() => this.#flushDirty());
+    return this.#flushing;
+  }
+
+  async #flushDirty(): Promise<void> {
+    const files = [...this.#dirty];
+    this.#dirty.clear();
+    if (files.length === 0) return;
+    const synced = await Promise.all(
+      files.map(async (t) => {
+        const chunks = [...t.unsynced];
+        try {
+          await this.#withWriter(t, async (fh) => {
+            // Our writes moved mtime; the published one is restored once per flush, not per write.
+            const mtime = t.entry.mtimeMs / 1000;
+            await fh.utimes(mtime, mtime);
+            await fh.datasync();
+            if (t.rec.have >= t.rec.chunks && t.unsynced.size === chunks.length) t.rec.presentCtime = await ctimeOf(fh);
+          });
+        } catch (err) {
+          this.#o.onBackgroundError?.(t, err);
+          this.#dirty.add(t);
+          return false;
+        }
+        for (const i of chunks) t.unsynced.delete(i);
+        return true;
+      }),
+    );
+    this.#o.rangeMap.batch(() => {
+      for (const t of files) {
+        const bitmap = Uint8Array.from(t.rec.bitmap);
+        for (const i of t.unsynced) bitmap[i >> 3] = (bitmap[i >> 3] ?? 0) & ~(1 << (i & 7));
+        this.#o.rangeMap.saveChunks(t.rec, { bitmap, have: t.rec.have - t.unsynced.size });
+      }
+    });
+    files.forEach((t, k) => {
+      if (!synced[k] || t.unsynced.size > 0 || t.rec.have < t.rec.chunks) return;
+      void this.closeWriter(t);
+      this.#o.onPresent?.(t);
+    });
+  }
+
+  /** Verify in the thread pool (WebCrypto), so hashing never delays answering other events. */
+  async #firstBadChunk(t: Tracked, a: number, b: number, bytes: Buffer): Promise<number> {
     const cs = this.#o.chunkSize;
-    for (let i = a; i <= b; i++) {
-      const part = bytes.subarray((i - a) * cs, (i - a + 1) * cs);
-      if (createHash('sha256').update(part).digest('hex') !== t.entry.chunks[i]) return i;
-    }
-    return -1;
+    const digests = await Promise.all(
+      Array.from({ length: b - a + 1 }, (_, k) => webcrypto.subtle.digest('SHA-256', bytes.subarray(k * cs, (k + 1) * cs))),
+    );
+    const bad = digests.findIndex((d, k) => Buffer.from(d).toString('hex') !== t.entry.chunks[a + k]);
+    return bad < 0 ? -1 : a + bad;
   }
 
   async #withWriter<T>(t: Tracked, fn: (fh: FileHandle) => Promise<T>): Promise<T> {

@@ -116,9 +116,9 @@ export class RangeMap {
     }));
   }
 
-  /** Persist a record's chunk state (after its data is durable). */
-  saveChunks(r: FileRecord): void {
-    this.#setChunks.run(Buffer.from(r.bitmap), r.have, r.lastAccess, r.presentCtime, r.id);
+  /** Persist a record's chunk state, or the durable part of it given as `durable`. */
+  saveChunks(r: FileRecord, durable: { bitmap: Uint8Array; have: number } = r): void {
+    this.#setChunks.run(Buffer.from(durable.bitmap), durable.have, r.lastAccess, durable.have >= r.chunks ? r.presentCtime : null, r.id);
   }
 
   /** Persist a record's pin/local flags and last access. */

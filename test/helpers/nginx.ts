@@ -69,7 +69,7 @@ http {
   sendfile on; keepalive_requests 1000000; keepalive_timeout 120s;
   types { application/octet-stream bin; }
   default_type application/octet-stream;
-  server { listen 127.0.0.1:${port}; root ${root}; location / { } }
+  server { listen 127.0.0.1:${port}; root ${root}; location / { autoindex on; } }
 }
 `,
   );
