@@ -28,7 +28,7 @@ export interface Tracked {
 }
 
 /** How long written chunks wait to be made durable together. */
-const FLUSH_DELAY_MS = 20;
+const FLUSH_DELAY_MS = 100;
 
 /** Options of {@link Hydrator}. */
 export interface HydratorOptions {

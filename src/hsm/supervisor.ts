@@ -155,7 +155,10 @@ export async function mountTree(o: MountOptions): Promise<MountHandle> {
   };
 
   const spawnWorker = (): void => {
-    const c = spawn(process.execPath, [WORKER], { stdio: ['ignore', 'inherit', 'inherit', 'ipc', group.fd, 'pipe'] });
+    // fdatasync, source reads, writes and hashing all run in the thread pool; with libuv's
+    // default 4 threads a long fdatasync starves the writes readers are waiting for.
+    const env = { ...process.env, UV_THREADPOOL_SIZE: process.env['UV_THREADPOOL_SIZE'] ?? '16' };
+    const c = spawn(process.execPath, [WORKER], { stdio: ['ignore', 'inherit', 'inherit', 'ipc', group.fd, 'pipe'], env });
     child = c;
     let maxFd = -1;
     let rest = Buffer.alloc(0);
