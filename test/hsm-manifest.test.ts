@@ -16,10 +16,17 @@ function tree(): string {
   return root;
 }
 
-test('publish lists every entry with chunk hashes and a hash that parse verifies', async () => {
+async function withTree(fn: (root: string, m: Manifest) => Promise<void> | void): Promise<void> {
   const root = tree();
   try {
-    const m = await publish(root, { chunkSize: 4096 });
+    await fn(root, await publish(root, { chunkSize: 4096 }));
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+test('publish lists every entry with chunk hashes and a hash that parse verifies', () =>
+  withTree(async (root, m) => {
     assert.deepEqual(
       m.entries.map((e) => `${e.type} ${e.path}`),
       ['dir a', 'dir a/b', 'file a/b/f', 'file empty', 'symlink ln'],
@@ -35,15 +42,10 @@ test('publish lists every entry with chunk hashes and a hash that parse verifies
     assert.deepEqual(parseManifest(text), m);
     // Republishing does not list the manifest itself.
     assert.equal((await publish(root, { chunkSize: 4096 })).hash, m.hash);
-  } finally {
-    rmSync(root, { recursive: true, force: true });
-  }
-});
+  }));
 
-test('parse names what is wrong: altered content, bad paths, wrong chunk counts, order', async () => {
-  const root = tree();
-  try {
-    const m = await publish(root, { chunkSize: 4096 });
+test('parse names what is wrong: altered content, bad paths, wrong chunk counts, order', () =>
+  withTree((_root, m) => {
     const resigned = (edit: (m: Manifest) => void): string => {
       const c = structuredClone(m) as Manifest;
       edit(c);
@@ -56,15 +58,10 @@ test('parse names what is wrong: altered content, bad paths, wrong chunk counts,
     assert.throws(() => parseManifest(resigned((c) => (c.entries[2] as { chunks: string[] }).chunks.pop())), /a\/b\/f: 3 chunk hashes for 12293 bytes \(expected 4\)/);
     assert.throws(() => parseManifest(resigned((c) => c.entries.reverse())), /parent directory is not listed before it/);
     assert.throws(() => parseManifest(resigned((c) => c.entries.push(c.entries[3] as never))), /duplicate path empty/);
-  } finally {
-    rmSync(root, { recursive: true, force: true });
-  }
-});
+  }));
 
-test('fuzz: mutated manifests are rejected with ManifestError, never another exception', async () => {
-  const root = tree();
-  try {
-    const m = await publish(root, { chunkSize: 4096 });
+test('fuzz: mutated manifests are rejected with ManifestError, never another exception', () =>
+  withTree((_root, m) => {
     const text = JSON.stringify(m);
     const rand = mulberry32(0x45a);
     let rejected = 0;
@@ -91,7 +88,4 @@ test('fuzz: mutated manifests are rejected with ManifestError, never another exc
       }
     }
     assert.ok(rejected > 2900);
-  } finally {
-    rmSync(root, { recursive: true, force: true });
-  }
-});
+  }));

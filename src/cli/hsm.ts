@@ -8,7 +8,7 @@ import { realpathSync } from 'node:fs';
 import { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { publish, mountTree, requestControl, mountOf, DEFAULT_CHUNK_SIZE, type ControlRequest, type ControlReply } from '../hsm/index.js';
-import { LineWriter, onShutdown, positiveInt, reportFailure } from './output.js';
+import { action, LineWriter, onShutdown, positiveInt } from './output.js';
 
 const UNITS: Record<string, number> = { '': 1, k: 1024, kib: 1024, m: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gib: 1024 ** 3, t: 1024 ** 4, tib: 1024 ** 4 };
 
@@ -22,16 +22,6 @@ export function parseSize(name: string): (text: string) => number {
       process.exit(2);
     }
     return Math.floor(Number(m[1]) * unit);
-  };
-}
-
-function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | void): (...args: A) => Promise<void> {
-  return async (...args: A) => {
-    try {
-      await fn(...args);
-    } catch (err) {
-      reportFailure(err);
-    }
   };
 }
 
