@@ -19,6 +19,8 @@ export interface Tracked {
   readonly inflight: Map<number, Promise<void>>;
   /** Last chunk a reader touched, for sequential read-ahead; -1 before any. */
   lastChunk: number;
+  /** First chunk of the current sequential streak (the read-ahead window grows with it). */
+  streakStart: number;
   /** Our writer, opened on the backing path (not through the user-visible mount). */
   writer: { fh: Promise<FileHandle>; users: number; idle: NodeJS.Timeout | undefined } | undefined;
   /** Eviction in progress: opens are refused with EBUSY. */
@@ -43,7 +45,7 @@ export interface HydratorOptions {
   readonly maxRun?: number;
   /** Extra fetches of a run whose bytes fail verification. Default 2. */
   readonly verifyRetries?: number;
-  /** A file became fully present and durable (e.g. to stop intercepting it). */
+  /** Every chunk of a file is written (durable soon after): stop intercepting it. */
   readonly onPresent?: (t: Tracked) => void;
   /** Bytes were hydrated into a file (for progress and cache accounting). */
   readonly onBytes?: (t: Tracked, bytes: number) => void;
@@ -90,9 +92,13 @@ export class Hydrator {
     if (!span) return;
     const [first, last] = span;
     const sequential = first === t.lastChunk || first === t.lastChunk + 1;
+    if (!sequential) t.streakStart = first;
     t.lastChunk = last;
     if (sequential && last + 1 < t.rec.chunks) {
-      this.ensure(t, last + 1, Math.min(t.rec.chunks - 1, last + this.#readAhead)).catch((err: unknown) => this.#o.onBackgroundError?.(t, err));
+      // Like the kernel's readahead, the window doubles with the streak: a file read from start
+      // to end is soon fetched whole, becomes present and stops costing an event per read.
+      const window = Math.max(this.#readAhead, 2 * (last - t.streakStart + 1));
+      this.ensure(t, last + 1, Math.min(t.rec.chunks - 1, last + window)).catch((err: unknown) => this.#o.onBackgroundError?.(t, err));
     }
     await this.ensure(t, first, last);
   }
@@ -172,6 +178,9 @@ export class Hydrator {
     this.#o.onBytes?.(t, length);
     this.#dirty.add(t);
     this.#flushTimer ??= setTimeout(() => void this.flush(), FLUSH_DELAY_MS);
+    // Every byte is in the file: stop intercepting now rather than after the flush. If we die
+    // before the flush, the range map still says "not present" and the file is marked again.
+    if (t.rec.have >= t.rec.chunks) this.#o.onPresent?.(t);
   }
 
   /**
@@ -217,9 +226,7 @@ export class Hydrator {
       }
     });
     files.forEach((t, k) => {
-      if (!synced[k] || t.unsynced.size > 0 || t.rec.have < t.rec.chunks) return;
-      void this.closeWriter(t);
-      this.#o.onPresent?.(t);
+      if (synced[k] && t.unsynced.size === 0 && t.rec.have >= t.rec.chunks) void this.closeWriter(t);
     });
   }
 

@@ -125,12 +125,15 @@ export class HttpSource implements Source {
             return;
           }
         }
+        // A range body is copied once, into a buffer of the size asked for.
+        const into = range ? Buffer.allocUnsafe(range.length) : undefined;
         const parts: Buffer[] = [];
         let got = 0;
         res.on('data', (b: Buffer) => {
-          got += b.length;
-          if (range && got > range.length) fail(`body longer than the ${range.length} bytes asked for`, true);
+          if (into && got + b.length > into.length) fail(`body longer than the ${into.length} bytes asked for`, true);
+          else if (into) b.copy(into, got);
           else parts.push(b);
+          got += b.length;
         });
         res.on('error', (err) => fail(err.message, true));
         res.on('aborted', () => fail('connection closed mid-body', true));
@@ -142,7 +145,7 @@ export class HttpSource implements Source {
           }
           done = true;
           clearTimeout(timer);
-          resolve(Buffer.concat(parts, got));
+          resolve(into ?? Buffer.concat(parts, got));
         });
       });
       req.on('error', (err: NodeJS.ErrnoException) => fail(err.code ?? err.message, true));
