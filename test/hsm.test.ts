@@ -1,8 +1,9 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { lstatSync, mkdirSync, mkdtempSync, readlinkSync, rmSync } from 'node:fs';
-import { mkdir, writeFile, open } from 'node:fs/promises';
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { mkdir, writeFile, open, truncate } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -11,7 +12,7 @@ import { socketPath } from '../src/hsm/registry.js';
 import { useLoopFs, createLoopFs } from './helpers/loopfs.js';
 import { startNginx, type Nginx } from './helpers/nginx.js';
 import { makeSourceTree, readInChild } from './helpers/hsm.js';
-import { runFan, fanOk } from './helpers/journal.js';
+import { runFan, fanOk, CLI } from './helpers/journal.js';
 import { mulberry32 } from './helpers/random.js';
 
 const execFileP = promisify(execFile);
@@ -51,6 +52,18 @@ async function status(target: string, path = target): Promise<{ files: { path: s
   const r = await requestControl(socketPath(target), { op: 'status', paths: [path] });
   assert.ok(r.ok, r.error);
   return r as unknown as { files: { path: string; state: string; percent: number; pinned: boolean }[]; workerPid: number };
+}
+
+/** Wait (up to 10 s) for a state that follows an event the daemon sees asynchronously. */
+async function waitForState(target: string, rel: string, want: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while ((await stateOf(target, rel)) !== want && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(await stateOf(target, rel), want);
+}
+
+async function evictAll(target: string, path: string): Promise<void> {
+  const r = await requestControl(socketPath(target), { op: 'evict', paths: [path] });
+  assert.ok(r.ok, r.error);
 }
 
 async function stateOf(target: string, rel: string): Promise<string> {
@@ -126,12 +139,52 @@ describe('hsm mount of a local directory', () => {
     want.write('XY', 10);
     const r = await readInChild(path);
     assert.ok(r.data.equals(want));
-    const deadline = Date.now() + 10_000;
-    while ((await stateOf(h.target, 'small.txt')) !== 'local' && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
-    assert.equal(await stateOf(h.target, 'small.txt'), 'local');
+    await waitForState(h.target, 'small.txt', 'local');
     const out = await fanOk(['hsm', 'evict', '--json', path]);
     assert.deepEqual(JSON.parse(out), { path: 'small.txt', evicted: false, reason: 'local: modified here, never evicted' });
   });
+});
+
+test('fan hsm mount in the foreground; unmount refuses while a file is open, then detaches', async () => {
+  const target = join(loop.fs.dir, 'cli');
+  await mkdir(target);
+  const child = spawn(process.execPath, [CLI, 'hsm', 'mount', '--json', src.root, target, '--state-dir', join(stateRoot, 'cli')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  try {
+    const line = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      child.stdout.setEncoding('utf8').on('data', (s: string) => {
+        out += s;
+        if (out.includes('\n')) resolve(out.split('\n')[0] ?? '');
+      });
+      child.once('exit', (code) => reject(new Error(`fan hsm mount exited ${code}`)));
+    });
+    assert.deepEqual(JSON.parse(line), { type: 'mounted', source: src.root, target, backing: join(loop.fs.dir, '.cli.fan-hsm', 'root'), stateDir: join(stateRoot, 'cli') });
+    const r = await readInChild(join(target, 'a/b/one.bin'), 0, 10);
+    assert.ok(r.data.equals((src.content.get('a/b/one.bin') as Buffer).subarray(0, 10)));
+    const fh = await open(join(target, 'small.txt'), 'r');
+    const busy = await runFan(['hsm', 'unmount', target]);
+    assert.equal(busy.code, 1);
+    assert.match(busy.stderr, /is busy: processes still use files in it/);
+    await fh.close();
+    await fanOk(['hsm', 'unmount', target]);
+    assert.equal(await exited, 0);
+    assert.deepEqual(readdirSync(target), []);
+  } finally {
+    child.kill('SIGKILL');
+  }
+});
+
+test('a truncate of a placeholder hydrates the content under it first; the file is then local', async () => {
+  const h = handles[0] as MountHandle;
+  const path = join(h.target, 'page.bin');
+  await evictAll(h.target, path);
+  assert.equal(await stateOf(h.target, 'page.bin'), 'placeholder');
+  await truncate(path, 4096 + 100);
+  const grown = await readInChild(path);
+  const want = Buffer.concat([src.content.get('page.bin') as Buffer, Buffer.alloc(101)]);
+  assert.ok(grown.data.equals(want));
+  await waitForState(h.target, 'page.bin', 'local');
 });
 
 describe('hsm mount served by nginx', () => {
@@ -212,9 +265,7 @@ test('max cache size evicts the least recently fetched files', async () => {
   await readInChild(join(h.target, 'a/b/one.bin'));
   await readInChild(join(h.target, 'c/d/e/deep.bin'));
   await readInChild(join(h.target, 'page.bin'));
-  const deadline = Date.now() + 10_000;
-  while ((await stateOf(h.target, 'a/b/one.bin')) !== 'placeholder' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  assert.equal(await stateOf(h.target, 'a/b/one.bin'), 'placeholder');
+  await waitForState(h.target, 'a/b/one.bin', 'placeholder');
   assert.equal(await stateOf(h.target, 'c/d/e/deep.bin'), 'present');
   const r = await readInChild(join(h.target, 'a/b/one.bin'));
   assert.ok(r.data.equals(src.content.get('a/b/one.bin') as Buffer));

@@ -5,7 +5,7 @@
  * @packageDocumentation
  */
 import { fstatSync, writeSync } from 'node:fs';
-import { lstat, mkdir, open, readFile, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, open, readFile, stat, writeFile } from 'node:fs/promises';
 import type { Server } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -13,7 +13,7 @@ import { FanotifyGroup, isPermissionEvent, type GroupEvent, type PermissionEvent
 import type { EventName } from '../kernel/names.js';
 import { native } from '../native.js';
 import { serveControl, type ControlRequest } from './control.js';
-import { ctimeOf, Hydrator, needsMark, type Tracked } from './hydrator.js';
+import { Hydrator, needsMark, type Tracked } from './hydrator.js';
 import { chunkCount, parseManifest, type FileEntry, type Manifest } from './manifest.js';
 import { createPlaceholders } from './placeholders.js';
 import { RangeMap, stateOf } from './rangemap.js';
@@ -183,10 +183,33 @@ export class HsmDaemon {
 
   #lookup(fd: number): Tracked | undefined {
     try {
-      return this.#byIno.get(fstatSync(fd).ino);
+      const st = fstatSync(fd);
+      const t = this.#byIno.get(st.ino);
+      // A truncate raises a pre-content event but no FAN_MODIFY (verified on 6.18): a size
+      // other than the published one means the user changed the file.
+      if (t && st.size !== t.rec.size) this.#setLocal(t);
+      return t;
     } catch {
       return undefined;
     }
+  }
+
+  /**
+   * Whether a file was changed here since it became present (its size differs, or its ctime
+   * moved since we recorded it): then it is local. Catches changes made while no daemon ran and
+   * truncates, which raise no FAN_MODIFY.
+   */
+  async #checkLocal(t: Tracked): Promise<boolean> {
+    if (t.rec.local) return true;
+    if (t.rec.have < t.rec.chunks) return false;
+    try {
+      const st = await stat(this.#hydrator.backingPath(t), { bigint: true });
+      const ctimeMoved = t.rec.presentCtime !== null && t.unsynced.size === 0 && st.ctimeNs.toString() !== t.rec.presentCtime;
+      if (Number(st.size) !== t.rec.size || ctimeMoved) this.#setLocal(t);
+    } catch {
+      // Gone from the backing tree: nothing to protect.
+    }
+    return t.rec.local;
   }
 
   async #permission(ev: PermissionEvent): Promise<void> {
@@ -206,13 +229,7 @@ export class HsmDaemon {
     t.rec.lastAccess = Date.now();
     const range = ev.range ?? { offset: 0, count: t.rec.size };
     try {
-      if (range.count === 0) {
-        // A truncate: the whole published content first, then the file is ours.
-        await this.#hydrator.hydrateAll(t);
-        this.#setLocal(t);
-      } else {
-        await this.#hydrator.access(t, range.offset, range.count);
-      }
+      await this.#hydrator.access(t, range.offset, range.count);
       ev.allow();
     } catch (err) {
       this.#hooks.log(`${t.entry.path} @${range.offset}+${range.count}: ${(err as Error).message}`);
@@ -223,16 +240,16 @@ export class HsmDaemon {
   /** A write went through: fill the rest from the source, and never evict it. */
   #modified(fd: number): void {
     const t = this.#lookup(fd);
-    if (!t || t.rec.local) return;
-    this.#setLocal(t);
-    this.#hydrator.hydrateAll(t).catch((err: unknown) => this.#hooks.log(`completing modified ${t.entry.path}: ${(err as Error).message}`));
+    if (t) this.#setLocal(t);
   }
 
+  /** The user changed the file: it is local from now on, completed from the source if partial. */
   #setLocal(t: Tracked): void {
     if (t.rec.local) return;
     t.rec.local = true;
     this.#map.saveFlags(t.rec);
     if (!needsMark(t)) this.#applyMark(t);
+    else this.#hydrator.hydrateAll(t).catch((err: unknown) => this.#hooks.log(`completing modified ${t.entry.path}: ${(err as Error).message}`));
   }
 
   #scheduleLru(): void {
@@ -269,10 +286,7 @@ export class HsmDaemon {
     if (t.rec.have === 0) return { path: t.entry.path, evicted: false, reason: 'nothing to evict (placeholder)' };
     if (t.inflight.size > 0) return refuse('being fetched');
     await this.#hydrator.flush();
-    if (t.rec.presentCtime !== null && (await ctimeOf(path)) !== t.rec.presentCtime) {
-      this.#setLocal(t);
-      return refuse('local: changed since it was fetched, never evicted');
-    }
+    if (await this.#checkLocal(t)) return refuse('local: changed since it was fetched, never evicted');
     t.evicting = true;
     try {
       await this.#hydrator.closeWriter(t);
@@ -335,8 +349,11 @@ export class HsmDaemon {
 
   async #control(req: ControlRequest, progress: (p: Record<string, unknown>) => void): Promise<Record<string, unknown>> {
     switch (req.op) {
-      case 'status':
-        return this.#status(this.#select(req.paths));
+      case 'status': {
+        const files = this.#select(req.paths);
+        for (const t of files) await this.#checkLocal(t);
+        return this.#status(files);
+      }
       case 'pin':
       case 'unpin':
         for (const t of this.#select(req.paths)) {

@@ -5,7 +5,7 @@
  * @packageDocumentation
  */
 import { webcrypto } from 'node:crypto';
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FileEntry } from './manifest.js';
 import { hasChunk, stateOf, type FileRecord, type RangeMap } from './rangemap.js';
@@ -160,9 +160,11 @@ export class Hydrator {
       throw new Error(`${t.entry.path}: chunk ${bad} does not match its SHA-256 in the manifest (source changed or corrupt)`);
     }
     await this.#withWriter(t, async (fh) => {
+      // Never write past the end of a file the user truncated: that would resurrect content.
+      const end = Math.min(bytes.length, (await fh.stat()).size - offset);
       let done = 0;
-      while (done < bytes.length) {
-        const { bytesWritten } = await fh.write(bytes, done, bytes.length - done, offset + done);
+      while (done < end) {
+        const { bytesWritten } = await fh.write(bytes, done, end - done, offset + done);
         done += bytesWritten;
       }
     });
@@ -266,9 +268,8 @@ export class Hydrator {
 }
 
 /** ctime in ns as a decimal string: what changes on any write, truncate or attribute change. */
-export async function ctimeOf(target: FileHandle | string): Promise<string> {
-  const st = typeof target === 'string' ? await stat(target, { bigint: true }) : await target.stat({ bigint: true });
-  return st.ctimeNs.toString();
+async function ctimeOf(fh: FileHandle): Promise<string> {
+  return (await fh.stat({ bigint: true })).ctimeNs.toString();
 }
 
 /** Whether a file still needs interception (not every chunk present). */
