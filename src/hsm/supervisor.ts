@@ -95,7 +95,8 @@ export async function mountTree(o: MountOptions): Promise<MountHandle> {
   await chmod(backing, 0o755);
   const stateDir = o.stateDir ?? join(STATE_ROOT, mountId(target));
   const source = /^https?:\/\//.test(o.source) ? o.source : await realpath(o.source);
-  const group = FanotifyGroup.open({ class: 'preContent', unlimitedMarks: true, unlimitedQueue: true });
+  // Deny by default: this process answers events only in a crash loop, and never with ALLOW.
+  const group = FanotifyGroup.open({ class: 'preContent', unlimitedMarks: true, unlimitedQueue: true, defaultVerdict: 'deny' });
   const socket = socketPath(target);
   await mkdir(dirname(socket), { recursive: true, mode: 0o700 });
   const cfg: Omit<WorkerConfig, 'groupFd' | 'reportFd'> = {
