@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { publish, mountTree, requestControl, type MountHandle } from '../src/hsm/index.js';
@@ -165,4 +165,42 @@ test('unmount and mount again keeps the range map: present files need no source'
   const tail = await readInChild(join(h.target, 'f2.bin'), 2 * MiB, 100);
   assert.deepEqual([tail.ok, tail.errno], [false, 'EIO']);
   server.fault = 'none';
+});
+
+test('a crash loop: after more than 5 worker deaths in a minute the supervisor answers EIO itself', async () => {
+  server.fault = 'none';
+  const h = await mountAt('loop', 2000);
+  let pid = await workerPid(h.target);
+  for (let death = 1; death <= 6; death++) {
+    process.kill(pid, 'SIGKILL');
+    if (death === 6) break;
+    const deadline = Date.now() + 20_000;
+    let next = pid;
+    while (next === pid && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      next = await workerPid(h.target).catch(() => pid);
+    }
+    assert.notEqual(next, pid, `no restart after death ${death}`);
+    pid = next;
+  }
+  const deadline = Date.now() + 10_000;
+  while (!logs.some((l) => /died 6 times in a minute/.test(l)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(logs.some((l) => /died 6 times in a minute; answering every access with EIO until unmount/.test(l)), logs.join('\n'));
+  const r = await readInChild(join(h.target, 'f1.bin'), 0, 10);
+  assert.deepEqual([r.ok, r.errno], [false, 'EIO']);
+  await h.unmount();
+  assert.deepEqual(readdirSync(h.target), []);
+});
+
+test('fetched chunks never resurrect the tail of a file the user truncated', async () => {
+  server.fault = 'none';
+  const h = await mountAt('trunc', 2000);
+  const path = join(h.target, 'f2.bin');
+  await truncate(path, MiB + 100);
+  const r = await readInChild(path);
+  assert.ok(r.ok, r.errno);
+  assert.ok(r.data.equals(want('f2.bin').subarray(0, MiB + 100)));
+  assert.equal(await fileState(h.target, 'f2.bin'), 'local');
+  const tail = await readInChild(path, MiB + 100, 4096);
+  assert.deepEqual([tail.ok, tail.data.length], [true, 0]);
 });
