@@ -192,7 +192,7 @@ describe('hsm mount served by nginx', () => {
   let h: MountHandle;
   before(async () => {
     nginx = await startNginx(src.root);
-    h = await mountAt(nginx.url, 'nginx', { evictHoldMs: 4000 });
+    h = await mountAt(nginx.url, 'nginx', { evictHoldMs: 8000 });
   });
   after(async () => {
     await nginx.stop();
@@ -232,7 +232,9 @@ describe('hsm mount served by nginx', () => {
     await fanOk(['hsm', 'unpin', path]);
     const evicting = runFan(['hsm', 'evict', '--json', path]);
     const t0 = Date.now();
-    while ((await stateOf(h.target, 'a/big.bin')) !== 'placeholder' && Date.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 20));
+    // The eviction is recorded before the content is dropped, and its EBUSY window stays open
+    // for evictHoldMs after that: a generous margin for a loaded machine.
+    while ((await stateOf(h.target, 'a/big.bin')) !== 'placeholder' && Date.now() - t0 < 6000) await new Promise((r) => setTimeout(r, 20));
     const during = await readInChild(path, 0, 10);
     assert.deepEqual([during.ok, during.errno], [false, 'EBUSY']);
     const res = await evicting;
