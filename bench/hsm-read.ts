@@ -89,7 +89,9 @@ async function main(): Promise<void> {
     cleanups.push(() => nginx.stop());
     const treeNginx = await startNginx(treeRoot);
     cleanups.push(() => treeNginx.stop());
-    process.env['FAN_HSM_RUN_DIR'] = mkdtempSync(join(tmpdir(), 'fan-hsm-bench-run-'));
+    const runDir = mkdtempSync(join(tmpdir(), 'fan-hsm-bench-run-'));
+    process.env['FAN_HSM_RUN_DIR'] = runDir;
+    cleanups.push(async () => rmSync(runDir, { recursive: true, force: true }));
 
     // Anchors without any filesystem layer.
     const curl = await timed('curl', ['-s', '-o', '/dev/null', `${nginx.url}file.bin`]);
