@@ -358,6 +358,17 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
     return new FanotifyGroup(fd, flags, options);
   }
 
+  /**
+   * Wrap a group fd created elsewhere, e.g. inherited from a supervisor process that keeps the
+   * group alive across restarts of the process that handles its events. `flags` are the
+   * fanotify_init flags the fd was created with (they decide which verdicts are allowed and how
+   * mark errors are explained). {@link close} closes this process's copy of the fd only.
+   */
+  static fromFd(fd: number, flags: number, options: GroupOptions = {}): FanotifyGroup {
+    if (!Number.isInteger(fd) || fd < 0) throw new TypeError(`fromFd: not an fd: ${String(fd)}`);
+    return new FanotifyGroup(fd, flags, options);
+  }
+
   /** True once {@link close} ran. */
   get closed(): boolean {
     return this.#closed;

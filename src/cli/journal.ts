@@ -17,7 +17,7 @@ import {
   rootTag,
   type SinceResult,
 } from '../journal/index.js';
-import { LineWriter, onShutdown, positiveInt, reportFailure } from './output.js';
+import { action, LineWriter, onShutdown, positiveInt } from './output.js';
 
 interface CommonFlags {
   stateDir?: string;
@@ -26,16 +26,6 @@ interface CommonFlags {
 
 const stateDirOption = (): Option =>
   new Option('--state-dir <dir>', `where journal.db lives (default ${defaultStateDir()})`);
-
-function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | void): (...args: A) => Promise<void> {
-  return async (...args: A) => {
-    try {
-      await fn(...args);
-    } catch (err) {
-      reportFailure(err);
-    }
-  };
-}
 
 function realRoot(root: string): string {
   try {

@@ -8,6 +8,7 @@ import { traceCommand } from './trace.js';
 import { watchCommand } from './watch.js';
 import { journalCommand } from './journal.js';
 import { guardCommand, scanCommand } from './guard.js';
+import { hsmCommand } from './hsm.js';
 import { reportFailure } from './output.js';
 
 const program = new Command('fan')
@@ -25,6 +26,7 @@ Examples:
   sudo fan journal run /srv/app        record changes; then: fan journal since /srv/app CURSOR
   sudo fan guard -p policy.yaml /srv   answer opens under /srv by policy rules
   sudo fan scan --clamd /run/clamav/clamd.ctl --prevent /home   on-access virus scanning
+  sudo fan hsm mount http://host/tree /data/tree   a remote tree as files fetched on first read
   sudo fan trace                       every file access on every real filesystem
   sudo fan trace --json /srv           NDJSON records for accesses under /srv
   sudo fan trace -c -f +D<> -s 10      creates, deletes and renames on this mount, 10 seconds
@@ -37,6 +39,7 @@ program.addCommand(journalCommand());
 program.addCommand(guardCommand());
 program.addCommand(scanCommand());
 program.addCommand(traceCommand());
+program.addCommand(hsmCommand());
 
 program.exitOverride((err) => {
   process.exit(err.exitCode === 0 ? 0 : 2);

@@ -63,6 +63,17 @@ export function reportFailure(err: unknown): never {
   process.exit(1);
 }
 
+/** A commander action whose failure is reported with {@link reportFailure} (exit 1). */
+export function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | void): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      await fn(...args);
+    } catch (err) {
+      reportFailure(err);
+    }
+  };
+}
+
 /** Parse a positive integer option, or exit 2 with a message naming the option. */
 export function positiveInt(name: string): (value: string) => number {
   return (value) => {

@@ -1,0 +1,206 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdir, truncate } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { publish, mountTree, requestControl, type MountHandle } from '../src/hsm/index.js';
+import { socketPath } from '../src/hsm/registry.js';
+import { useLoopFs } from './helpers/loopfs.js';
+import { startFaultyHttp, type FaultyHttp, type Fault } from './helpers/faulty-http.js';
+import { makeSourceTree, readInChild } from './helpers/hsm.js';
+
+const MiB = 1024 * 1024;
+const runDir = mkdtempSync(join(tmpdir(), 'fan-hsm-run-'));
+process.env['FAN_HSM_RUN_DIR'] = runDir;
+const stateRoot = mkdtempSync(join(tmpdir(), 'fan-hsm-state-'));
+const FILES = { 'f1.bin': 2 * MiB + 5, 'f2.bin': 3 * MiB, 'f3.bin': MiB, 'f4.bin': 2 * MiB, 'd/f5.bin': 4 * MiB };
+let src: ReturnType<typeof makeSourceTree>;
+let server: FaultyHttp;
+const handles: MountHandle[] = [];
+const logs: string[] = [];
+
+before(async () => {
+  src = makeSourceTree(FILES, 7);
+  await publish(src.root, { chunkSize: MiB });
+  server = await startFaultyHttp(src.root);
+});
+after(async () => {
+  for (const h of handles) await h.unmount(true).catch(() => undefined);
+  await server.close();
+  src.cleanup();
+  rmSync(runDir, { recursive: true, force: true });
+  rmSync(stateRoot, { recursive: true, force: true });
+});
+const loop = useLoopFs({ fstype: 'ext4', sizeMiB: 128 });
+
+async function mountAt(name: string, timeoutMs: number, stateName = name, source = server.url): Promise<MountHandle> {
+  const target = join(loop.fs.dir, name);
+  await mkdir(target, { recursive: true });
+  const h = await mountTree({ source, target, stateDir: join(stateRoot, stateName), timeoutMs, log: (m) => { logs.push(m); if (process.env['HSM_DEBUG']) process.stderr.write(`hsm: ${m}\n`); } });
+  handles.push(h);
+  return h;
+}
+
+async function workerPid(target: string): Promise<number> {
+  const r = await requestControl(socketPath(target), { op: 'status', paths: [] });
+  return r['workerPid'] as number;
+}
+
+async function fileState(target: string, rel: string): Promise<string> {
+  const r = await requestControl(socketPath(target), { op: 'status', paths: [join(target, rel)] });
+  return ((r['files'] as { state: string }[])[0] ?? { state: 'none' }).state;
+}
+
+const want = (rel: string): Buffer => src.content.get(rel) as Buffer;
+
+test('every kind of source failure gives EIO, stores nothing, and a later read succeeds', async () => {
+  const h = await mountAt('faults', 800);
+  const faults: Fault[] = ['error', 'truncate', 'corrupt', 'reset', 'stall'];
+  for (const fault of faults) {
+    server.fault = fault;
+    const r = await readInChild(join(h.target, 'f1.bin'), MiB + 10, 1000);
+    assert.deepEqual([r.ok, r.errno], [false, 'EIO'], `fault ${fault}`);
+    // Deadline 800 ms, two retries with backoff: a stall ends in a few seconds, never hangs.
+    assert.ok(r.ms < 15_000, `fault ${fault} took ${r.ms} ms`);
+    assert.equal(await fileState(h.target, 'f1.bin'), 'placeholder', `fault ${fault}: ${server.ranges.join(' ')}`);
+  }
+  server.fault = 'none';
+  const ok = await readInChild(join(h.target, 'f1.bin'));
+  assert.ok(ok.ok, ok.errno);
+  assert.ok(ok.data.equals(want('f1.bin')));
+  assert.ok(logs.some((l) => /f1\.bin @1048576\+4096: .*HTTP 500/.test(l)), logs.join('\n'));
+  assert.ok(logs.some((l) => /does not match its SHA-256/.test(l)));
+});
+
+test('offline: present content and listings keep working, missing content fails fast with EIO', async () => {
+  const h = await mountAt('offline', 2000);
+  server.fault = 'none';
+  const r = await readInChild(join(h.target, 'f3.bin'));
+  assert.ok(r.data.equals(want('f3.bin')));
+  server.fault = 'reset';
+  assert.deepEqual(readdirSync(join(h.target)).sort(), ['d', 'f1.bin', 'f2.bin', 'f3.bin', 'f4.bin', 'link', 'true']);
+  const again = await readInChild(join(h.target, 'f3.bin'));
+  assert.ok(again.ok && again.data.equals(want('f3.bin')));
+  const missing = await readInChild(join(h.target, 'f2.bin'), 0, 10);
+  assert.deepEqual([missing.ok, missing.errno], [false, 'EIO']);
+  assert.ok(missing.ms < 5000, `took ${missing.ms} ms`);
+  server.fault = 'none';
+});
+
+test('SIGKILL of the worker during cold reads: readers get EIO, never zeros; the restarted worker serves the next read', async () => {
+  const h = await mountAt('crash', 30_000);
+  server.fault = 'stall';
+  const arrived = new Promise<void>((resolve) => {
+    const files = new Set<string>();
+    server.onRange = (url) => {
+      files.add(url);
+      if (files.size === 3) resolve();
+    };
+  });
+  const readers = ['f2.bin', 'f4.bin', 'd/f5.bin'].map((rel) => readInChild(join(h.target, rel), 0, 2 * MiB));
+  await arrived;
+  server.onRange = undefined;
+  const pid = await workerPid(h.target);
+  process.kill(pid, 'SIGKILL');
+  const results = await Promise.all(readers);
+  for (const r of results) {
+    assert.deepEqual([r.ok, r.errno], [false, 'EIO']);
+    assert.ok(r.ms < 20_000);
+  }
+  server.fault = 'none';
+  let next = pid;
+  const deadline = Date.now() + 20_000;
+  while (next === pid && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    next = await workerPid(h.target).catch(() => pid);
+  }
+  assert.notEqual(next, pid, 'the worker was not restarted');
+  for (const rel of ['f2.bin', 'd/f5.bin']) {
+    const r = await readInChild(join(h.target, rel));
+    assert.ok(r.ok, r.errno);
+    assert.ok(r.data.equals(want(rel)), rel);
+  }
+  assert.ok(logs.some((l) => /worker SIGKILL; restarting/.test(l)), logs.join('\n'));
+});
+
+test('SIGKILL while the source answers: every read returns the source bytes or EIO, never zeros', async () => {
+  const h = await mountAt('crash2', 5000);
+  server.fault = 'none';
+  for (let round = 0; round < 3; round++) {
+    await requestControl(socketPath(h.target), { op: 'evict', paths: [h.target] });
+    const readers = ['f2.bin', 'f4.bin', 'd/f5.bin'].map((rel) => readInChild(join(h.target, rel)).then((r) => ({ rel, r })));
+    await new Promise((r) => setTimeout(r, 30 + round * 40));
+    const pid = await workerPid(h.target);
+    process.kill(pid, 'SIGKILL');
+    for (const { rel, r } of await Promise.all(readers)) {
+      if (r.ok) assert.ok(r.data.equals(want(rel)), `${rel}: content differs from the source`);
+      else assert.equal(r.errno, 'EIO');
+    }
+    const deadline = Date.now() + 20_000;
+    while ((await workerPid(h.target).catch(() => pid)) === pid && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  }
+  for (const rel of ['f2.bin', 'f4.bin', 'd/f5.bin']) {
+    const r = await readInChild(join(h.target, rel));
+    assert.ok(r.ok && r.data.equals(want(rel)), rel);
+  }
+});
+
+test('unmount and mount again keeps the range map: present files need no source', async () => {
+  server.fault = 'none';
+  let h = await mountAt('restart', 2000);
+  const r = await readInChild(join(h.target, 'f4.bin'));
+  assert.ok(r.data.equals(want('f4.bin')));
+  await readInChild(join(h.target, 'f2.bin'), MiB, 10);
+  await h.unmount();
+  assert.deepEqual(readdirSync(h.target), []);
+  server.fault = 'reset';
+  h = await mountAt('restart', 2000);
+  assert.equal(await fileState(h.target, 'f4.bin'), 'present');
+  assert.equal(await fileState(h.target, 'f2.bin'), 'partial');
+  const again = await readInChild(join(h.target, 'f4.bin'));
+  assert.ok(again.ok && again.data.equals(want('f4.bin')));
+  const head = await readInChild(join(h.target, 'f2.bin'), MiB, 100);
+  assert.ok(head.ok && head.data.equals(want('f2.bin').subarray(MiB, MiB + 100)));
+  const tail = await readInChild(join(h.target, 'f2.bin'), 2 * MiB, 100);
+  assert.deepEqual([tail.ok, tail.errno], [false, 'EIO']);
+  server.fault = 'none';
+});
+
+test('a crash loop: after more than 5 worker deaths in a minute the supervisor answers EIO itself', async () => {
+  server.fault = 'none';
+  const h = await mountAt('loop', 2000);
+  let pid = await workerPid(h.target);
+  for (let death = 1; death <= 6; death++) {
+    process.kill(pid, 'SIGKILL');
+    if (death === 6) break;
+    const deadline = Date.now() + 20_000;
+    let next = pid;
+    while (next === pid && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      next = await workerPid(h.target).catch(() => pid);
+    }
+    assert.notEqual(next, pid, `no restart after death ${death}`);
+    pid = next;
+  }
+  const deadline = Date.now() + 10_000;
+  while (!logs.some((l) => /died 6 times in a minute/.test(l)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(logs.some((l) => /died 6 times in a minute; answering every access with EIO until unmount/.test(l)), logs.join('\n'));
+  const r = await readInChild(join(h.target, 'f1.bin'), 0, 10);
+  assert.deepEqual([r.ok, r.errno], [false, 'EIO']);
+  await h.unmount();
+  assert.deepEqual(readdirSync(h.target), []);
+});
+
+test('fetched chunks never resurrect the tail of a file the user truncated', async () => {
+  server.fault = 'none';
+  const h = await mountAt('trunc', 2000);
+  const path = join(h.target, 'f2.bin');
+  await truncate(path, MiB + 100);
+  const r = await readInChild(path);
+  assert.ok(r.ok, r.errno);
+  assert.ok(r.data.equals(want('f2.bin').subarray(0, MiB + 100)));
+  assert.equal(await fileState(h.target, 'f2.bin'), 'local');
+  const tail = await readInChild(path, MiB + 100, 4096);
+  assert.deepEqual([tail.ok, tail.data.length], [true, 0]);
+});
