@@ -22,6 +22,9 @@ import {
 } from './protocol.js';
 import { socketTransport, wsTransport, type Transport } from './transport.js';
 
+/** The default unix socket of `fan serve`. */
+export const DEFAULT_SOCKET = '/run/fanotify/fan.sock';
+
 /** What a subscription yields. */
 export type RemoteUpdate =
   | { readonly type: 'events'; readonly events: readonly EventRecord[]; readonly cursor?: string }

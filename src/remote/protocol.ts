@@ -228,11 +228,11 @@ export class FrameDecoder {
   /** The stream ended: an incomplete frame is an error. */
   end(): Decoded[] {
     if (this.#dead || (this.#buffered === 0 && this.#need < 0)) return [];
-    const held = this.#buffered;
+    const where = this.#need < 0 ? `${this.#buffered} of ${HEADER} header bytes` : `${this.#buffered} of ${this.#need} payload bytes`;
     this.#dead = true;
     this.#chunks = [];
     this.#buffered = 0;
-    return [{ ok: false, code: 'bad-frame', message: `stream ended inside a frame (${held} bytes held)`, fatal: true }];
+    return [{ ok: false, code: 'bad-frame', message: `stream ended inside a frame (${where})`, fatal: true }];
   }
 
   /** Remove and return the first n buffered bytes (n ≤ buffered). */

@@ -16,10 +16,8 @@ import { peerIdentity } from './access.js';
 import { Connection, type ConnectionHost } from './connection.js';
 import { RootFeed } from './feed.js';
 import { DEFAULT_MAX_FRAME } from './protocol.js';
+import { DEFAULT_SOCKET } from './client.js';
 import { socketTransport, wsTransport } from './transport.js';
-
-/** The default unix socket of `fan serve`. */
-export const DEFAULT_SOCKET = '/run/fanotify/fan.sock';
 
 /** Options of {@link serve}. */
 export interface ServeOptions {
@@ -45,6 +43,12 @@ export interface ServeOptions {
   readonly maxFrame?: number;
   /** Batching window of the watches, in ms. Default 2. */
   readonly debounceMs?: number;
+  /**
+   * With a journal: how long a root stays watched and recorded after its last client left, so a
+   * client that reconnects resumes from a recorder that never stopped (renames stay renames).
+   * Default 10 minutes.
+   */
+  readonly lingerMs?: number;
 }
 
 /** A running server. */
@@ -60,6 +64,14 @@ export interface RemoteServer {
   release(feed: RootFeed): void;
   /** Say bye to every client, stop listening, stop every watch. */
   close(): Promise<void>;
+}
+
+/** A served root: its feed (once open, also `open`), its subscription count, its linger timer. */
+interface FeedEntry {
+  readonly feed: Promise<RootFeed>;
+  open?: RootFeed;
+  refs: number;
+  linger?: NodeJS.Timeout;
 }
 
 /** True when something accepts connections on the unix socket `path`. */
@@ -105,8 +117,8 @@ export async function serve(options: ServeOptions = {}): Promise<RemoteServer> {
     }
   });
 
-  /** Served roots: the feed (once open, also `open`) and how many subscriptions use it. */
-  const feeds = new Map<string, { feed: Promise<RootFeed>; open?: RootFeed; refs: number }>();
+  const feeds = new Map<string, FeedEntry>();
+  const lingerMs = options.lingerMs ?? 600_000;
   const connections = new Set<Connection>();
   let overflows = 0;
   const host: ConnectionHost = {
@@ -122,7 +134,7 @@ export async function serve(options: ServeOptions = {}): Promise<RemoteServer> {
       let entry = feeds.get(root);
       if (!entry) {
         const feed = RootFeed.open(root, { debounceMs: options.debounceMs ?? 2, journalStateDir: options.journalStateDir });
-        const made: { feed: Promise<RootFeed>; open?: RootFeed; refs: number } = { feed, refs: 0 };
+        const made: FeedEntry = { feed, refs: 0 };
         feed.then(
           (f) => (made.open = f),
           () => feeds.get(root) === made && feeds.delete(root),
@@ -130,13 +142,19 @@ export async function serve(options: ServeOptions = {}): Promise<RemoteServer> {
         feeds.set(root, (entry = made));
       }
       entry.refs++;
+      clearTimeout(entry.linger);
       return entry.feed;
     },
     release(feed) {
       const entry = feeds.get(feed.root);
       if (!entry || --entry.refs > 0) return;
-      feeds.delete(feed.root);
-      void feed.close();
+      const stop = (): void => {
+        if (entry.refs > 0 || feeds.get(feed.root) !== entry) return;
+        feeds.delete(feed.root);
+        void feed.close();
+      };
+      if (feed.hasJournal && lingerMs > 0) entry.linger = setTimeout(stop, lingerMs).unref();
+      else stop();
     },
     issuedElsewhere(id, except) {
       for (const e of feeds.values()) if (e.open && e.open !== except && e.open.table.has(id)) return true;
@@ -219,6 +237,7 @@ export async function serve(options: ServeOptions = {}): Promise<RemoteServer> {
           web && new Promise((r) => { web.close(r); web.closeAllConnections?.(); }),
         ]);
         for (const c of [...connections]) await c.close();
+        for (const e of feeds.values()) clearTimeout(e.linger);
         const all = await Promise.allSettled([...feeds.values()].map((e) => e.feed));
         feeds.clear();
         for (const r of all) if (r.status === 'fulfilled') await r.value.close();
