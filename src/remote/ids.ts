@@ -103,7 +103,8 @@ export class IdTable {
   /**
    * The node of the object now at `rel`, identified from the filesystem (a reused inode gets a new
    * generation; a name now holding another object gets that object's node). Directories on the way
-   * are named too. An object already gone gets a dead node with a fresh id.
+   * are named too. An object already gone keeps the node its name had (or gets one without an
+   * identity, which no id request can resolve).
    */
   at(rel: string, isDir: boolean): { node: IdNode; parent: IdNode } {
     const parts = names(rel);
@@ -190,14 +191,11 @@ export class IdTable {
       identity = undefined;
     }
     if (!identity) {
-      // Gone already: a fresh dead node names it in the record.
-      if (existing) {
-        this.#kill(existing);
-        return existing;
-      }
-      const dead = this.#newNode(parent, name, isDir, undefined);
-      this.#kill(dead);
-      return dead;
+      // Gone already: the node stays under its name so the delete that follows names the same id.
+      if (existing) return existing;
+      const gone = this.#newNode(parent, name, isDir, undefined);
+      (parent.children ??= new Map()).set(name, gone);
+      return gone;
     }
     if (existing && existing.handleKey === identity.handleKey) {
       existing.isDir = identity.isDir;
