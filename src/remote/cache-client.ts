@@ -22,13 +22,24 @@ export class StatCache {
   /** Full rebuilds done (the first load, then one per invalidate). */
   rebuilds = 0;
   #chain: Promise<void> = Promise.resolve();
+  /** Updates received so far. */
+  #received = 0;
+  /**
+   * Paths to check again, with the number of updates received when they became unsure. The
+   * server names events against the tree as it is when it sends them, so an answer can be ahead of
+   * the records applied so far: a readdir may list a name that a rename chain (reported by its
+   * ends only) passes through, and a lookup under a directory that is still moving may fail. Each
+   * is looked up again through its cached parent once an update sent after it was applied.
+   */
+  readonly #recheck = new Map<string, number>();
 
   constructor(readonly sub: RemoteSubscription) {}
 
   /** Load the tree, then apply every update as it arrives. */
   async run(): Promise<void> {
     this.sub.on('update', (u) => {
-      this.#chain = this.#chain.then(() => this.apply(u)).catch(() => this.#rebuild());
+      const index = ++this.#received;
+      this.#chain = this.#chain.then(() => this.apply(u, index)).catch(() => this.#rebuild());
     });
     await this.sub.ready;
     this.#chain = this.#chain.then(() => this.#rebuild());
@@ -44,11 +55,24 @@ export class StatCache {
     }
   }
 
-  /** Apply one update. */
-  async apply(u: RemoteUpdate): Promise<void> {
+  /** Apply one update (`index`: its number in arrival order). */
+  async apply(u: RemoteUpdate, index: number): Promise<void> {
     if (u.type === 'invalidate') return this.#rebuild();
     if (u.type !== 'events') return;
     for (const r of u.events) await this.#record(r);
+    const due = [...this.#recheck].filter(([, mark]) => mark < index).map(([p]) => p);
+    // Parents first, so a child is looked up through its parent's current id.
+    due.sort((a, b) => a.split('/').length - b.split('/').length);
+    for (const path of due) {
+      this.#recheck.delete(path);
+      const slash = path.lastIndexOf('/');
+      const parent = slash < 0 ? this.sub.root : this.entries.get(path.slice(0, slash))?.object;
+      if (!parent) {
+        this.#drop(path);
+        continue;
+      }
+      await this.#refresh(parent, path.slice(slash + 1), path, true, false);
+    }
   }
 
   async #record(r: EventRecord): Promise<void> {
@@ -59,21 +83,27 @@ export class StatCache {
       this.#drop(r.oldPath);
       this.#drop(r.path);
       for (const [p, e] of moved) this.entries.set(p, e);
-      if (moved.length === 0 && r.isDir) return this.#load(r.object, r.path);
     }
-    await this.#refresh(r.parent, r.name, r.path, r.isDir && r.kind === 'create');
+    // A directory made or moved here may hold entries that were never named: list it.
+    await this.#refresh(r.parent, r.name, r.path, r.isDir && r.kind !== 'update', true);
   }
 
-  /** Look an entry up again by its parent's id; a directory just made is listed too. */
-  async #refresh(parent: ObjectRef, name: string, path: string, list: boolean): Promise<void> {
+  /**
+   * Look an entry up by its parent's id (and list it when `list`). When that fails, the path is
+   * dropped, or with `unsure` (the parent may still be moving) checked again later.
+   */
+  async #refresh(parent: ObjectRef, name: string, path: string, list: boolean, unsure: boolean): Promise<void> {
+    let e;
     try {
-      const e = await this.sub.lookup(parent, name);
-      this.entries.set(path, { object: e.object, stat: e.stat });
-      if (list && e.stat.type === 'dir') await this.#load(e.object, path);
+      e = await this.sub.lookup(parent, name);
     } catch (err) {
-      // Gone again (its delete follows) or its parent was replaced: nothing to cache now.
       if (!(err instanceof RemoteError)) throw err;
+      if (unsure) this.#recheck.set(path, this.#received);
+      else this.#drop(path);
+      return;
     }
+    this.entries.set(path, { object: e.object, stat: e.stat });
+    if (list && e.stat.type === 'dir') await this.#load(e.object, path);
   }
 
   #drop(path: string): void {
@@ -83,6 +113,7 @@ export class StatCache {
   async #rebuild(): Promise<void> {
     this.rebuilds++;
     this.entries.clear();
+    this.#recheck.clear();
     const root = this.sub.root;
     if (root) await this.#load(root, '');
   }
@@ -96,9 +127,11 @@ export class StatCache {
       if (err instanceof RemoteError) return;
       throw err;
     }
+    const mark = this.#received;
     for (const e of list) {
       const p = path === '' ? e.name : `${path}/${e.name}`;
       this.entries.set(p, { object: e.object, stat: e.stat });
+      this.#recheck.set(p, mark);
       if (e.stat.type === 'dir') await this.#load(e.object, p);
     }
   }

@@ -22,6 +22,11 @@ export interface IdNode {
   name: string;
   isDir: boolean;
   dead: boolean;
+  /**
+   * A placeholder named a path before its object's own node got there (see {@link IdTable}); once
+   * it did, the placeholder's id resolves to that node.
+   */
+  alias: IdNode | undefined;
   children: Map<string, IdNode> | undefined;
 }
 
@@ -57,6 +62,11 @@ export function statInfo(st: Stats): StatInfo {
  * The id table of one root. Nodes form a tree of (parent, name) links mirroring the part of the
  * tree that events, lookups and readdirs have named, so a directory rename moves everything below
  * it in O(1) and a delete makes everything below it stale.
+ *
+ * Events are named against the filesystem as it is when they are processed, which may be ahead
+ * of them (a batch can name `new/x` before the rename that made `new`). A path whose object is
+ * still known under its old name gets a placeholder node; when the rename moves the real node
+ * there, the placeholder merges into it and its id stays valid.
  */
 export class IdTable {
   readonly root: IdNode;
@@ -135,7 +145,10 @@ export class IdTable {
     if (known) {
       oldParent.children!.delete(oldName);
       const replaced = newParent.children?.get(newName);
-      if (replaced && replaced !== known) this.#kill(replaced);
+      if (replaced && replaced !== known) {
+        if (replaced.handleKey === undefined) this.#merge(replaced, known);
+        else this.#kill(replaced);
+      }
       known.parent = newParent;
       known.name = newName;
       (newParent.children ??= new Map()).set(newName, known);
@@ -147,24 +160,24 @@ export class IdTable {
 
   /** Resolve a client's id to a live node whose object is still the one the id was issued for. */
   resolve(ref: ObjectRef): Resolved {
-    const node = this.#byId.get(ref.id);
+    let node = this.#byId.get(ref.id);
     if (!node || ref.gen > node.gen) return { ok: false, code: 'unknown-object', message: `no object ${ref.id}/${ref.gen} was issued for this root` };
     if (ref.gen < node.gen) return { ok: false, code: 'stale-object', message: `object ${ref.id}/${ref.gen} was replaced (now generation ${node.gen})` };
+    while (node.alias) node = node.alias;
     const path = this.pathOf(node);
     if (path === undefined) return { ok: false, code: 'stale-object', message: `object ${ref.id}/${ref.gen} was deleted` };
     const abs = this.abs(path);
     // A symlink planted in a parent would lead outside the root: the directory must be its own real path.
     const dir = node === this.root ? abs : abs.slice(0, abs.lastIndexOf('/'));
-    let identity: { handleKey: string } | undefined;
+    let same: boolean;
     try {
-      identity = realpathSync.native(dir) === dir ? this.#identity(abs) : undefined;
+      if (realpathSync.native(dir) !== dir) same = false;
+      else if (node === this.root) same = this.#identity(abs).handleKey === node.handleKey;
+      else same = this.#child(node.parent!, node.name, node.isDir) === node && node.handleKey !== undefined;
     } catch {
-      identity = undefined;
+      same = false;
     }
-    if (!identity || identity.handleKey !== node.handleKey) {
-      if (node !== this.root) this.#kill(node);
-      return { ok: false, code: 'stale-object', message: `object ${ref.id}/${ref.gen} is no longer at ${path === '' ? 'the root' : path}` };
-    }
+    if (!same) return { ok: false, code: 'stale-object', message: `object ${ref.id}/${ref.gen} is no longer at ${path === '' ? 'the root' : path}` };
     return { ok: true, node, path, abs };
   }
 
@@ -192,20 +205,29 @@ export class IdTable {
     }
     if (!identity) {
       // Gone already: the node stays under its name so the delete that follows names the same id.
-      if (existing) return existing;
-      const gone = this.#newNode(parent, name, isDir, undefined);
-      (parent.children ??= new Map()).set(name, gone);
-      return gone;
+      return existing ?? this.#placeholder(parent, name, isDir);
     }
     if (existing && existing.handleKey === identity.handleKey) {
       existing.isDir = identity.isDir;
       return existing;
     }
-    if (existing) this.#kill(existing);
     const prev = this.#byInode.get(identity.inodeKey);
+    const knownElsewhere = prev !== undefined && prev !== existing && prev.handleKey === identity.handleKey && !prev.dead && this.pathOf(prev) !== undefined;
+    if (existing && existing.handleKey === undefined) {
+      // A placeholder: it takes the identity, unless the object's own node is on its way here.
+      if (knownElsewhere) return existing;
+      if (prev && prev !== existing) this.#kill(prev);
+      existing.handleKey = identity.handleKey;
+      existing.inodeKey = identity.inodeKey;
+      existing.isDir = identity.isDir;
+      this.#byInode.set(identity.inodeKey, existing);
+      return existing;
+    }
+    if (existing) this.#kill(existing);
+    if (knownElsewhere) return this.#placeholder(parent, name, identity.isDir);
     let node: IdNode;
     if (prev && prev.handleKey === identity.handleKey) {
-      // The same object under another name (a hard link, or a move we did not see): it moves here.
+      // A dead (deleted or detached) node of this very object: it lives again here.
       if (prev.parent?.children?.get(prev.name) === prev) prev.parent.children.delete(prev.name);
       prev.parent = parent;
       prev.name = name;
@@ -221,6 +243,36 @@ export class IdTable {
     }
     (parent.children ??= new Map()).set(name, node);
     return node;
+  }
+
+  /** A node without identity under `parent/name`. */
+  #placeholder(parent: IdNode, name: string, isDir: boolean): IdNode {
+    const node = this.#newNode(parent, name, isDir, undefined);
+    (parent.children ??= new Map()).set(name, node);
+    return node;
+  }
+
+  /** The placeholder `from` was standing in for `into`: its id and its children go there. */
+  #merge(from: IdNode, into: IdNode): void {
+    if (from.parent?.children?.get(from.name) === from) from.parent.children.delete(from.name);
+    from.alias = into;
+    this.#dead.push(from);
+    for (const [name, c] of from.children ?? []) {
+      const there = into.children?.get(name);
+      if (!there) {
+        c.parent = into;
+        (into.children ??= new Map()).set(name, c);
+      } else if (c.handleKey === undefined) {
+        this.#merge(c, there);
+      } else if (there.handleKey === undefined) {
+        into.children!.set(name, c);
+        c.parent = into;
+        this.#merge(there, c);
+      } else {
+        this.#kill(c);
+      }
+    }
+    from.children = undefined;
   }
 
   #identity(abs: string): { handleKey: string; inodeKey: string; isDir: boolean } {
@@ -254,6 +306,7 @@ export class IdTable {
       name,
       isDir,
       dead: false,
+      alias: undefined,
       children: undefined,
     };
     this.#byId.set(id, node);
@@ -268,7 +321,10 @@ export class IdTable {
     if (node.dead) return;
     node.dead = true;
     this.#dead.push(node);
-    while (this.#dead.length > MAX_DEAD) this.#drop(this.#dead.shift()!);
+    while (this.#dead.length > MAX_DEAD) {
+      const old = this.#dead.shift()!;
+      if (old.dead || old.alias) this.#drop(old);
+    }
   }
 
   #drop(node: IdNode): void {
