@@ -169,7 +169,7 @@ export class RemoteSubscription extends EventEmitter<RemoteSubscriptionEvents> i
     const req = ++this.#req;
     return new Promise((resolve, reject) => {
       this.#pending.set(req, { resolve, reject });
-      t.send(encodeFrame({ ...msg, req }));
+      t.send([encodeFrame({ ...msg, req })]);
     });
   }
 
@@ -318,7 +318,7 @@ export class RemoteSubscription extends EventEmitter<RemoteSubscriptionEvents> i
     const t = this.#transport;
     this.#transport = undefined;
     if (t) {
-      t.send(encodeFrame({ type: 'bye' }));
+      t.send([encodeFrame({ type: 'bye' })]);
       t.end();
       setTimeout(() => t.destroy(), 500).unref();
     }

@@ -52,19 +52,39 @@ const RECORDS_PER_FRAME = 1000;
 /** Entries per readdir answer. */
 const READDIR_PAGE = 1000;
 
-/** Serialised record arrays, shared by every subscriber that sends them unfiltered. */
-const encoded = new WeakMap<readonly EventRecord[], string>();
-function recordsJson(records: readonly EventRecord[]): string {
-  let s = encoded.get(records);
-  if (s === undefined) {
-    s = JSON.stringify(records);
-    encoded.set(records, s);
+/**
+ * Serialised record arrays (per chunk offset), shared by every subscriber that sends them
+ * unfiltered: a batch is encoded once, not once per client.
+ */
+const encoded = new WeakMap<readonly EventRecord[], Map<number, Buffer>>();
+function recordsBytes(records: readonly EventRecord[], from: number, count: number): Buffer {
+  let chunks = encoded.get(records);
+  if (!chunks) encoded.set(records, (chunks = new Map()));
+  let b = chunks.get(from);
+  if (b === undefined) {
+    b = Buffer.from(JSON.stringify(from === 0 && count >= records.length ? records : records.slice(from, from + count)));
+    chunks.set(from, b);
   }
-  return s;
+  return b;
+}
+
+/** A frame whose middle part (shared between clients) is already encoded. */
+function framed(head: string, middle: Buffer, tail: string): { parts: Buffer[]; bytes: number } {
+  const h = Buffer.from(head);
+  const t = Buffer.from(tail);
+  const first = Buffer.allocUnsafe(4 + h.length);
+  first.writeUInt32BE(h.length + middle.length + t.length, 0);
+  h.copy(first, 4);
+  return { parts: [first, middle, t], bytes: first.length + middle.length + t.length };
+}
+
+function single(frame: Buffer): { parts: Buffer[]; bytes: number } {
+  return { parts: [frame], bytes: frame.length };
 }
 
 interface Queued {
-  readonly frame: Buffer;
+  readonly parts: readonly Buffer[];
+  readonly bytes: number;
   readonly events: number;
   /** Frames of a subscription (events, checkpoints, invalidates) are dropped on overflow. */
   readonly sub?: ClientSub;
@@ -95,22 +115,23 @@ class ClientSub implements FeedSubscriber {
     const visible = this.#filter(records);
     if (visible.length === 0 && cursor === undefined) return;
     for (let i = 0; i < visible.length || (i === 0 && cursor !== undefined); i += RECORDS_PER_FRAME) {
-      const chunk = visible.length <= RECORDS_PER_FRAME ? visible : visible.slice(i, i + RECORDS_PER_FRAME);
+      const count = Math.min(RECORDS_PER_FRAME, visible.length - i);
       const last = i + RECORDS_PER_FRAME >= visible.length;
-      const json = `{"type":"events","sub":${JSON.stringify(this.id)},"seq":${++this.seq},"events":${recordsJson(chunk)}${last && cursor !== undefined ? `,"cursor":${JSON.stringify(cursor)}` : ''}}`;
-      this.conn.enqueue({ frame: frameOf(json), events: Math.max(chunk.length, 1), sub: this });
+      const head = `{"type":"events","sub":${JSON.stringify(this.id)},"seq":${++this.seq},"events":`;
+      const tail = last && cursor !== undefined ? `,"cursor":${JSON.stringify(cursor)}}` : '}';
+      this.conn.enqueue({ ...framed(head, recordsBytes(visible, i, count), tail), events: Math.max(count, 1), sub: this });
     }
   }
 
   checkpoint(cursor: string): void {
     if (this.joining) return; // The resume answer carries its own cursor.
-    this.conn.enqueue({ frame: frameOf(`{"type":"events","sub":${JSON.stringify(this.id)},"seq":${++this.seq},"events":[],"cursor":${JSON.stringify(cursor)}}`), events: 1, sub: this });
+    this.conn.enqueue({ ...single(frameOf(`{"type":"events","sub":${JSON.stringify(this.id)},"seq":${++this.seq},"events":[],"cursor":${JSON.stringify(cursor)}}`)), events: 1, sub: this });
   }
 
   invalidate(reason: InvalidateReason, detail: string): void {
     this.joining = undefined;
     const msg: ServerMessage = { type: 'invalidate', sub: this.id, seq: ++this.seq, reason, detail, ...(this.feed.cursor ? { cursor: this.feed.cursor } : {}) };
-    this.conn.enqueue({ frame: encodeFrame(msg), events: 0, sub: this });
+    this.conn.enqueue({ ...single(encodeFrame(msg)), events: 0, sub: this });
     if (reason === 'root-gone') this.conn.unsubscribe(this);
   }
 
@@ -193,25 +214,25 @@ export class Connection {
 
   /** Queue a control message (answers, errors). */
   send(msg: ServerMessage): void {
-    this.enqueue({ frame: encodeFrame(msg), events: 0 });
+    this.enqueue({ ...single(encodeFrame(msg)), events: 0 });
   }
 
   /** Queue a frame, dropping this client's subscription frames when the queue would overflow. */
   enqueue(item: Queued): void {
     if (this.#closed) return;
     const { maxEvents, maxBytes } = this.#host.limits;
-    if (item.sub && item.events > 0 && (this.#qEvents + item.events > maxEvents || this.#qBytes + item.frame.length > maxBytes)) {
+    if (item.sub && item.events > 0 && (this.#qEvents + item.events > maxEvents || this.#qBytes + item.bytes > maxBytes)) {
       this.#overflow(item.sub);
       return;
     }
-    if (this.#qBytes + item.frame.length > 2 * maxBytes) {
+    if (this.#qBytes + item.bytes > 2 * maxBytes) {
       // Only answers are left and they alone are too much: a client that asks without reading.
       this.#bye('the client does not read its answers');
       return;
     }
     this.#queue.push(item);
     this.#qEvents += item.events;
-    this.#qBytes += item.frame.length;
+    this.#qBytes += item.bytes;
     this.#pump();
   }
 
@@ -227,7 +248,7 @@ export class Connection {
     this.#queue = keep;
     this.#head = 0;
     this.#qEvents = 0;
-    this.#qBytes = keep.reduce((n, q) => n + q.frame.length, 0);
+    this.#qBytes = keep.reduce((n, q) => n + q.bytes, 0);
     for (const s of hit) if (this.#subs.get(s.id) === s) s.invalidate('overflow', 'the client read too slowly; its queued events were dropped');
   }
 
@@ -236,8 +257,8 @@ export class Connection {
       const q = this.#queue[this.#head]!;
       this.#queue[this.#head++] = undefined as unknown as Queued;
       this.#qEvents -= q.events;
-      this.#qBytes -= q.frame.length;
-      this.#transport.send(q.frame);
+      this.#qBytes -= q.bytes;
+      this.#transport.send(q.parts);
     }
     if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
       this.#queue = this.#queue.slice(this.#head);
@@ -441,7 +462,7 @@ export class Connection {
 
   #bye(reason: string): void {
     if (this.#closed) return;
-    this.#transport.send(encodeFrame({ type: 'bye', reason } satisfies ServerMessage));
+    this.#transport.send([encodeFrame({ type: 'bye', reason } satisfies ServerMessage)]);
     this.#transport.end();
     // A peer that never closes its side must not keep the fd.
     setTimeout(() => this.#transport.destroy(), 1000).unref();

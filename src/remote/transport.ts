@@ -8,8 +8,8 @@ import type { WebSocket } from 'ws';
 
 /** A connected byte pipe with backpressure. */
 export interface Transport {
-  /** Hand bytes to the OS. Call only while not {@link Transport.congested}, except for small control frames. */
-  send(bytes: Buffer): void;
+  /** Hand bytes (one frame, possibly in parts) to the OS. Call only while not {@link Transport.congested}, except for small control frames. */
+  send(parts: readonly Buffer[]): void;
   /** True while the OS side is full: hold further frames until `drain`. */
   readonly congested: boolean;
   /** Bytes handed over but not yet written out. */
@@ -36,7 +36,15 @@ export function socketTransport(socket: Socket): Transport {
     closeFns = [];
   });
   return {
-    send: (bytes) => void socket.write(bytes),
+    send: (parts) => {
+      if (parts.length === 1) {
+        socket.write(parts[0]!);
+        return;
+      }
+      socket.cork();
+      for (const p of parts) socket.write(p);
+      socket.uncork();
+    },
     get congested() {
       return socket.writableNeedDrain;
     },
@@ -63,7 +71,8 @@ export function wsTransport(ws: WebSocket): Transport {
     closeFns = [];
   });
   return {
-    send: (bytes) => {
+    send: (parts) => {
+      const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
       pending += bytes.length;
       ws.send(bytes, { binary: true }, () => {
         const was = pending >= WS_HIGH_WATER;
