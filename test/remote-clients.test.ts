@@ -15,7 +15,7 @@ import { connect } from '../src/remote/client.js';
 import { StatCache } from '../src/remote/cache-client.js';
 import { useLoopFs, requireRoot } from './helpers/loopfs.js';
 import { runInChild, withMaxQueuedEvents, execCmd } from './helpers/proc.js';
-import { prng, sleep, waitUntil, CLI } from './helpers/journal.js';
+import { prng, sleep, waitUntil, CLI, runFan } from './helpers/journal.js';
 import { UpdateLog, describeRecord, hostTree } from './helpers/remote.js';
 
 requireRoot();
@@ -212,6 +212,15 @@ describe('remote clients on ext4', { timeout: 300_000 }, () => {
     } finally {
       child.kill('SIGTERM');
     }
+  });
+
+  test('fan serve refuses what it cannot do safely, saying what to add', async () => {
+    const noToken = await runFan(['serve', '--no-socket', '--listen', 'ws://127.0.0.1:0', '--export', '/tmp']);
+    assert.equal(noToken.code, 1);
+    assert.match(noToken.stderr, /--listen needs --token-file: remote clients must authenticate/);
+    const busy = await runFan(['serve', '--socket', sock]);
+    assert.equal(busy.code, 1);
+    assert.match(busy.stderr, /is already served by another process; stop it or choose --socket/);
   });
 
   describe('WebSocket', () => {

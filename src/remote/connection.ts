@@ -49,8 +49,8 @@ export type ClientAuth = { kind: 'peer'; peer: PeerIdentity } | { kind: 'token' 
 
 /** Records per `events` frame, so frames stay far below the frame limit. */
 const RECORDS_PER_FRAME = 1000;
-/** Entries per readdir answer. */
-const READDIR_PAGE = 1000;
+/** Subscriptions one connection may hold. */
+const MAX_SUBSCRIPTIONS = 64;
 
 /**
  * Serialised record arrays (per chunk offset), shared by every subscriber that sends them
@@ -355,7 +355,6 @@ export class Connection {
           } catch {
             // Removed while listing: its delete event follows.
           }
-          if (entries.length > READDIR_PAGE * 100) break;
         }
         return this.send({ type: 'ack', req: msg.req, sub: s.id, entries });
       }
@@ -396,18 +395,21 @@ export class Connection {
   async #subscribe(msg: Extract<ClientMessage, { type: 'subscribe' }>): Promise<void> {
     const req = msg.req === undefined ? {} : { req: msg.req };
     if (this.#subs.has(msg.sub)) throw new RequestError('duplicate-subscription', `subscription "${msg.sub}" already exists on this connection`);
+    if (this.#subs.size >= MAX_SUBSCRIPTIONS) throw new RequestError('busy', `at most ${MAX_SUBSCRIPTIONS} subscriptions per connection; open another connection`);
     if (!msg.root.startsWith('/')) throw new RequestError('no-such-root', `root must be an absolute path, got "${msg.root}"`);
-    if (this.auth.kind === 'peer') {
-      if (!(await canSubscribe(this.auth.peer, msg.root))) {
-        throw new RequestError('forbidden', `uid ${this.auth.peer.uid} may not read and search ${msg.root} (or it is not a directory)`);
-      }
-    }
+    const peer = this.auth.kind === 'peer' ? this.auth.peer : undefined;
+    const forbidden = (path: string): RequestError =>
+      new RequestError('forbidden', `uid ${peer!.uid} may not read and search ${path} (or it is not a directory)`);
+    // As the peer first, so that "does not exist" is never told about a place it cannot search.
+    if (peer && !(await canSubscribe(peer, msg.root))) throw forbidden(msg.root);
     let root: string;
     try {
       root = realpathSync.native(msg.root);
     } catch {
       throw new RequestError('no-such-root', `${msg.root} does not exist`);
     }
+    // A symlink swapped in between must not lead somewhere the peer cannot read.
+    if (peer && root !== msg.root && !(await canSubscribe(peer, root))) throw forbidden(msg.root);
     if (this.auth.kind !== 'peer' && !this.#host.exports.some((e) => root === e || root.startsWith(`${e}/`))) {
       throw new RequestError('forbidden', `${root} is not under a directory this server exports (--export)`);
     }
