@@ -12,7 +12,7 @@ import { serve, type RemoteServer } from '../src/remote/server.js';
 import { connect, type RemoteSubscription } from '../src/remote/client.js';
 import { encodeFrame, frameOf, type EventRecord, type ObjectRef } from '../src/remote/protocol.js';
 import { useLoopFs, requireRoot } from './helpers/loopfs.js';
-import { runInChild } from './helpers/proc.js';
+import { runInChild, deadline } from './helpers/proc.js';
 import { tempStateDir, removeStateDirs, sleep } from './helpers/journal.js';
 import { mulberry32 } from './helpers/random.js';
 import { RawClient, UpdateLog, describeRecord, type Msg } from './helpers/remote.js';
@@ -164,6 +164,19 @@ describe('remote server on ext4', { timeout: 300_000 }, () => {
     } finally {
       c.close();
     }
+  });
+
+  test('readdir pages through a large directory; lookups of missing names are errors and keep no ids', async () => {
+    const root = fresh();
+    for (let i = 0; i < 2500; i++) fs.writeFileSync(`${root}/f${String(i).padStart(4, '0')}`, '');
+    const { sub } = await subscribe(root);
+    const entries = await sub.readdir(sub.root!);
+    assert.equal(entries.length, 2500);
+    assert.equal(new Set(entries.map((e) => e.object.id)).size, 2500);
+    assert.deepEqual([entries[0]!.name, entries[2499]!.name], ['f0000', 'f2499']);
+    const ids = server.stats().ids;
+    for (let i = 0; i < 200; i++) await assert.rejects(sub.lookup(sub.root!, `missing${i}`), { code: 'unknown-object' });
+    assert.equal(server.stats().ids, ids);
   });
 
   test('requests before hello and unknown versions are errors, never crashes', async () => {
@@ -337,6 +350,32 @@ describe('remote queues and churn on ext4', { timeout: 300_000 }, () => {
     assert.ok(seen < N, `the stalled client got ${seen} of ${N} records and an invalidate`);
     stalled.close();
     await good.close();
+  });
+
+  test('a slow iterator stops reading: the client holds a bounded number of records and gets invalidate', async () => {
+    const root = `${loop.fs.dir}/slow`;
+    fs.mkdirSync(root);
+    const sub = connect(sock, { root, maxBufferedRecords: 300 });
+    await sub.ready;
+    let received = 0;
+    sub.on('update', (u) => (received += u.type === 'events' ? u.events.length : 1));
+    const it = sub[Symbol.asyncIterator]();
+    for (let i = 0; i < 6000; i += 200) {
+      for (let j = i; j < i + 200; j++) fs.writeFileSync(`${root}/slow-file-with-a-long-name-${String(j).padStart(5, '0')}`, '');
+      await sleep(5);
+    }
+    await sleep(500);
+    const held = received;
+    assert.ok(held < 3000, `the client stopped reading after ${held} of 6000 records`);
+    const kinds: string[] = [];
+    const end = Date.now() + 15_000;
+    while (!kinds.includes('invalidate') && Date.now() < end) {
+      const r = await deadline(it.next(), 5000, 'the next update');
+      if (r.done) break;
+      kinds.push(r.value.type);
+    }
+    assert.ok(kinds.includes('invalidate'), `got ${kinds.length} updates, none an invalidate`);
+    await sub.close();
   });
 
   test('2000 connects and disconnects leak no fds, connections or feeds', async () => {

@@ -58,6 +58,12 @@ export interface ConnectOptions {
   readonly reconnectDelayMs?: number;
   /** Client name sent in hello. */
   readonly clientName?: string;
+  /**
+   * Records held for a slow async iterator before the client stops reading the socket (it reads
+   * again below a tenth of it). The server's bounded queue then applies: a consumer that stays
+   * slow gets `invalidate`. Default 10,000.
+   */
+  readonly maxBufferedRecords?: number;
 }
 
 /** An error answer of the server. */
@@ -91,6 +97,11 @@ export interface RemoteSubscriptionEvents {
 
 const SUB = 's1';
 
+function weight(u: RemoteUpdate): number {
+  return u.type === 'events' ? Math.max(1, u.events.length) : 1;
+}
+
+
 /**
  * A live remote subscription: an async iterable of updates (breaking out closes it), or an
  * EventEmitter of 'update'. `stat`/`lookup`/`readdir` ask about objects by id within the root.
@@ -111,8 +122,11 @@ export class RemoteSubscription extends EventEmitter<RemoteSubscriptionEvents> i
   #everConnected = false;
   #delay: number;
   #queue: RemoteUpdate[] = [];
+  /** Records (at least 1 per update) in #queue. */
+  #queued = 0;
   #waiters: ((r: IteratorResult<RemoteUpdate>) => void)[] = [];
   #iterating = false;
+  #paused = false;
   #failure: Error | undefined;
   /** How many times the connection was re-established. */
   reconnects = 0;
@@ -152,9 +166,16 @@ export class RemoteSubscription extends EventEmitter<RemoteSubscriptionEvents> i
     return (await this.#request({ type: 'lookup', sub: SUB, parent, name })).entry as DirEntry;
   }
 
-  /** Every entry of a directory, with ids and stat. */
+  /** Every entry of a directory, with ids and stat (fetched a page at a time). */
   async readdir(object: ObjectRef): Promise<DirEntry[]> {
-    return (await this.#request({ type: 'readdir', sub: SUB, object })).entries as DirEntry[];
+    const out: DirEntry[] = [];
+    let offset: number | undefined = 0;
+    while (offset !== undefined) {
+      const page = await this.#request({ type: 'readdir', sub: SUB, object, offset });
+      out.push(...(page.entries as DirEntry[]));
+      offset = typeof page.next === 'number' ? page.next : undefined;
+    }
+    return out;
   }
 
   /** Round trip to the server. */
@@ -169,6 +190,7 @@ export class RemoteSubscription extends EventEmitter<RemoteSubscriptionEvents> i
     const req = ++this.#req;
     return new Promise((resolve, reject) => {
       this.#pending.set(req, { resolve, reject });
+      this.#flow();
       t.send([encodeFrame({ ...msg, req })]);
     });
   }
@@ -204,6 +226,7 @@ export class RemoteSubscription extends EventEmitter<RemoteSubscriptionEvents> i
       return;
     }
     this.#transport = t;
+    this.#paused = false;
     const decoder = new FrameDecoder();
     t.onData((bytes) => {
       for (const d of decoder.push(bytes)) {
@@ -258,6 +281,7 @@ export class RemoteSubscription extends EventEmitter<RemoteSubscriptionEvents> i
     if (req !== undefined && this.#pending.has(req)) {
       const p = this.#pending.get(req)!;
       this.#pending.delete(req);
+      this.#flow();
       if (m.type === 'error') p.reject(new RemoteError(m.code as ErrorCode, String(m.message)));
       else p.resolve(m);
       return;
@@ -291,7 +315,24 @@ export class RemoteSubscription extends EventEmitter<RemoteSubscriptionEvents> i
     this.emit('update', u);
     const w = this.#waiters.shift();
     if (w) w({ value: u, done: false });
-    else if (this.#iterating) this.#queue.push(u);
+    else if (this.#iterating) {
+      this.#queue.push(u);
+      this.#queued += weight(u);
+      this.#flow();
+    }
+  }
+
+  /**
+   * A slow loop body: stop reading, so the server's bounded queue (and its invalidate) applies
+   * instead of this process buffering without bound; but never while an answer is awaited.
+   */
+  #flow(): void {
+    const high = this.#options.maxBufferedRecords ?? 10_000;
+    const pause = this.#queued >= (this.#paused ? high / 10 : high) && this.#pending.size === 0;
+    if (pause === this.#paused) return;
+    this.#paused = pause;
+    if (pause) this.#transport?.pause();
+    else this.#transport?.resume();
   }
 
   #lost(err?: Error): void {
@@ -332,6 +373,8 @@ export class RemoteSubscription extends EventEmitter<RemoteSubscriptionEvents> i
     return {
       next: () => {
         const u = this.#queue.shift();
+        if (u) this.#queued -= weight(u);
+        this.#flow();
         if (u) return Promise.resolve({ value: u, done: false });
         if (this.#closed) return this.#failure && !this.#everConnected ? Promise.reject(this.#failure) : Promise.resolve({ value: undefined, done: true });
         return new Promise((resolve) => this.#waiters.push(resolve));

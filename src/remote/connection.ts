@@ -25,6 +25,7 @@ import {
   type InvalidateReason,
   type ObjectRef,
   type ServerMessage,
+  READDIR_PAGE,
 } from './protocol.js';
 import type { Transport } from './transport.js';
 
@@ -49,6 +50,8 @@ export type ClientAuth = { kind: 'peer'; peer: PeerIdentity } | { kind: 'token' 
 
 /** Records per `events` frame, so frames stay far below the frame limit. */
 const RECORDS_PER_FRAME = 1000;
+/** How long a new connection has to say hello. */
+const HELLO_TIMEOUT_MS = 10_000;
 /** Subscriptions one connection may hold. */
 const MAX_SUBSCRIPTIONS = 64;
 
@@ -196,6 +199,7 @@ export class Connection {
   #work: Promise<void> = Promise.resolve();
   /** Invalidations sent because this client read too slowly. */
   overflows = 0;
+  readonly #helloTimer: NodeJS.Timeout;
 
   constructor(host: ConnectionHost, transport: Transport, readonly auth: ClientAuth) {
     this.#host = host;
@@ -205,6 +209,10 @@ export class Connection {
     transport.onData((bytes) => this.#onData(bytes));
     transport.onDrain(() => this.#pump());
     transport.onClose(() => void this.close());
+    // A connection that never says hello must not hold an fd forever.
+    this.#helloTimer = setTimeout(() => {
+      if (this.#version === undefined) this.#bye(`no hello within ${HELLO_TIMEOUT_MS / 1000} s`);
+    }, HELLO_TIMEOUT_MS).unref();
   }
 
   /** Events and bytes queued for this client. */
@@ -339,24 +347,33 @@ export class Connection {
         }
         const dir = this.#resolveDir(s, msg.parent);
         const node = s.feed.table.lookup(dir.node, msg.name);
-        if (node.dead) throw new RequestError('unknown-object', `no entry "${msg.name}"`);
-        return this.send({ type: 'ack', req: msg.req, sub: s.id, entry: this.#entry(s, node, `${dir.abs}/${msg.name}`) });
+        let entry: DirEntry | undefined;
+        try {
+          entry = node && !node.dead ? this.#entry(s, node, `${dir.abs}/${msg.name}`) : undefined;
+        } catch {
+          entry = undefined;
+        }
+        if (!entry) throw new RequestError('unknown-object', `no entry "${msg.name}" in that directory`);
+        return this.send({ type: 'ack', req: msg.req, sub: s.id, entry });
       }
       case 'readdir': {
         const s = this.#sub(msg.sub);
         const dir = this.#resolveDir(s, msg.object);
-        const names = readdirSync(dir.abs).sort();
+        const all = readdirSync(dir.abs).sort();
+        const offset = msg.offset ?? 0;
+        const page = all.slice(offset, offset + (msg.limit ?? READDIR_PAGE));
         const entries: DirEntry[] = [];
-        for (const name of names) {
+        for (const name of page) {
           const node = s.feed.table.lookup(dir.node, name);
-          if (node.dead) continue;
+          if (!node || node.dead) continue;
           try {
             entries.push(this.#entry(s, node, `${dir.abs}/${name}`));
           } catch {
             // Removed while listing: its delete event follows.
           }
         }
-        return this.send({ type: 'ack', req: msg.req, sub: s.id, entries });
+        const next = offset + page.length < all.length ? offset + page.length : undefined;
+        return this.send({ type: 'ack', req: msg.req, sub: s.id, entries, ...(next === undefined ? {} : { next }) });
       }
     }
   }
@@ -475,6 +492,7 @@ export class Connection {
   async close(destroy = true): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#helloTimer);
     for (const s of [...this.#subs.values()]) this.unsubscribe(s);
     this.#queue = [];
     this.#qBytes = 0;

@@ -181,8 +181,18 @@ export class IdTable {
     return { ok: true, node, path, abs };
   }
 
-  /** The live child `name` of a resolved directory, identified from the filesystem. */
-  lookup(dir: IdNode, name: string): IdNode {
+  /**
+   * The child `name` of a resolved directory, identified from the filesystem; undefined when there
+   * is none (so names a client guesses never grow the table).
+   */
+  lookup(dir: IdNode, name: string): IdNode | undefined {
+    const path = this.pathOf(dir);
+    try {
+      if (path === undefined) return undefined;
+      lstatSync(this.abs(path === '' ? name : `${path}/${name}`));
+    } catch {
+      return undefined;
+    }
     return this.#child(dir, name, false);
   }
 

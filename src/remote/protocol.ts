@@ -12,6 +12,9 @@ export const PROTOCOL_VERSIONS = [1] as const;
 /** Largest frame payload accepted by default (1 MiB). A longer declared length ends the connection. */
 export const DEFAULT_MAX_FRAME = 1 << 20;
 
+/** Entries per `readdir` answer unless the client asks for another `limit`. */
+export const READDIR_PAGE = 1000;
+
 /** Bytes of the big-endian length that starts every frame. */
 const HEADER = 4;
 
@@ -123,7 +126,16 @@ export const clientMessage = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('unsubscribe'), req: req.optional(), sub: subId }),
   z.strictObject({ type: z.literal('stat'), req, sub: subId, object: objectRef }),
   z.strictObject({ type: z.literal('lookup'), req, sub: subId, parent: objectRef, name: z.string().min(1).max(255) }),
-  z.strictObject({ type: z.literal('readdir'), req, sub: subId, object: objectRef }),
+  z.strictObject({
+    type: z.literal('readdir'),
+    req,
+    sub: subId,
+    object: objectRef,
+    /** Index of the first entry (names in byte order) to return. */
+    offset: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+    /** Entries per answer, default {@link READDIR_PAGE}. */
+    limit: z.number().int().min(1).max(5000).optional(),
+  }),
   z.strictObject({ type: z.literal('ping'), req: req.optional() }),
   z.strictObject({ type: z.literal('bye') }),
 ]);
@@ -133,7 +145,18 @@ export type ClientMessage = z.infer<typeof clientMessage>;
 /** Messages the server sends. */
 export type ServerMessage =
   | { type: 'hello'; req?: number; version: number; server: string; capabilities: string[]; auth: 'peer' | 'token' | 'none' }
-  | { type: 'ack'; req?: number; sub?: string; root?: ObjectRef; cursor?: string; stat?: StatInfo; entry?: DirEntry; entries?: DirEntry[] }
+  | {
+      type: 'ack';
+      req?: number;
+      sub?: string;
+      root?: ObjectRef;
+      cursor?: string;
+      stat?: StatInfo;
+      entry?: DirEntry;
+      entries?: DirEntry[];
+      /** readdir: the offset of the next page, when there is one. */
+      next?: number;
+    }
   | { type: 'events'; sub: string; seq: number; events: EventRecord[]; cursor?: string }
   | { type: 'invalidate'; sub: string; seq: number; reason: InvalidateReason; detail?: string; cursor?: string }
   | { type: 'error'; req?: number; sub?: string; code: ErrorCode; message: string }

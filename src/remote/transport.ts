@@ -15,6 +15,9 @@ export interface Transport {
   /** Bytes handed over but not yet written out. */
   readonly pendingBytes: number;
   onData(fn: (bytes: Buffer) => void): void;
+  /** Stop reading (the peer's writes then back up into its own queue). */
+  pause(): void;
+  resume(): void;
   onDrain(fn: () => void): void;
   onClose(fn: (error?: Error) => void): void;
   /** Finish sending what was handed over, then close. */
@@ -52,6 +55,8 @@ export function socketTransport(socket: Socket): Transport {
       return socket.writableLength;
     },
     onData: (fn) => void socket.on('data', fn),
+    pause: () => void socket.pause(),
+    resume: () => void socket.resume(),
     onDrain: (fn) => void socket.on('drain', fn),
     onClose: (fn) => void closeFns.push(fn),
     end: () => void socket.end(),
@@ -91,6 +96,8 @@ export function wsTransport(ws: WebSocket): Transport {
         if (Array.isArray(data)) fn(Buffer.concat(data));
         else fn(Buffer.isBuffer(data) ? data : Buffer.from(data));
       }),
+    pause: () => ws.pause(),
+    resume: () => ws.resume(),
     onDrain: (fn) => void drainFns.push(fn),
     onClose: (fn) => void closeFns.push(fn),
     end: () => ws.close(1000),
