@@ -225,6 +225,39 @@ describe('remote server on ext4', { timeout: 300_000 }, () => {
     assert.deepEqual(JSON.parse(allowed.stdout.trim()), { subscribe: 'ok', names: ['private'], private: 'forbidden' });
   });
 
+  test('an unprivileged client gets no records from below a directory it cannot search', async () => {
+    const root = fresh();
+    fs.chmodSync(root, 0o777);
+    fs.mkdirSync(`${root}/private`, { mode: 0o700 });
+    fs.chmodSync(`${root}/private`, 0o700);
+    const script = `
+      const { connect } = await import(${JSON.stringify(CLIENT_JS)});
+      const fs = await import('node:fs');
+      const [sock, root] = process.argv.slice(1);
+      const seen = [];
+      const sub = connect(sock, { root, reconnect: false });
+      sub.on('update', (u) => { if (u.type === 'events') for (const r of u.events) seen.push(r.kind + ' ' + r.path); });
+      await sub.ready;
+      fs.writeFileSync(root + '/ready', '');
+      const end = Date.now() + 8000;
+      while (!seen.includes('create last') && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      await sub.close();
+      console.log(JSON.stringify(seen));
+    `;
+    const child = runInChild(script, { uid: 65534, module: true, args: [sock, root], timeoutMs: 15_000 });
+    const end = Date.now() + 10_000;
+    while (!fs.existsSync(`${root}/ready`) && Date.now() < end) await sleep(20);
+    fs.writeFileSync(`${root}/private/secret`, 'x');
+    fs.mkdirSync(`${root}/private/inner`);
+    fs.renameSync(`${root}/private/secret`, `${root}/private/inner/moved`);
+    fs.writeFileSync(`${root}/visible`, 'y');
+    await sleep(50);
+    fs.writeFileSync(`${root}/last`, 'z');
+    const r = await child;
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout.trim()), ['create ready', 'create visible', 'create last']);
+  });
+
   test('resume after a disconnect returns exactly the missed changes', async () => {
     const root = fresh();
     const { sub: first, log } = await subscribe(root);
