@@ -80,3 +80,18 @@ export {
   type HandlerDecision,
 } from './guard/index.js';
 export * from './scan/index.js';
+export {
+  serve,
+  connect,
+  RemoteSubscription,
+  RemoteError,
+  StatCache,
+  publishToNats,
+  consumeFromNats,
+  type ServeOptions,
+  type RemoteServer,
+  type ConnectOptions,
+  type RemoteUpdate,
+  type EventRecord as RemoteEventRecord,
+  type ObjectRef,
+} from './remote/index.js';

@@ -9,6 +9,8 @@ import { watchCommand } from './watch.js';
 import { journalCommand } from './journal.js';
 import { guardCommand, scanCommand } from './guard.js';
 import { hsmCommand } from './hsm.js';
+import { serveCommand } from './serve.js';
+import { connectCommand } from './connect.js';
 import { reportFailure } from './output.js';
 
 const program = new Command('fan')
@@ -30,6 +32,8 @@ Examples:
   sudo fan trace                       every file access on every real filesystem
   sudo fan trace --json /srv           NDJSON records for accesses under /srv
   sudo fan trace -c -f +D<> -s 10      creates, deletes and renames on this mount, 10 seconds
+  sudo fan serve --journal             serve events to local users (fan connect, watch() without root)
+  fan connect /run/fanotify/fan.sock ~/src   changes under ~/src through the daemon
 
 Exit status: 0 on success, 1 on a runtime failure, 2 on a usage error.`,
   );
@@ -40,6 +44,8 @@ program.addCommand(guardCommand());
 program.addCommand(scanCommand());
 program.addCommand(traceCommand());
 program.addCommand(hsmCommand());
+program.addCommand(serveCommand());
+program.addCommand(connectCommand());
 
 program.exitOverride((err) => {
   process.exit(err.exitCode === 0 ? 0 : 2);

@@ -11,7 +11,7 @@ import { formatCursor, parseCursor, rootTag } from './cursor.js';
 import { JournalStore, defaultStateDir, type ChangeKind, type RootRow } from './store.js';
 import { Recorder, COOKIE_PREFIX, pidAlive, type RecorderOptions } from './recorder.js';
 
-export { Recorder, DEFAULT_RETENTION, type RecorderOptions, type Retention, pidAlive } from './recorder.js';
+export { Recorder, DEFAULT_RETENTION, COOKIE_PREFIX, type RecorderOptions, type Retention, pidAlive } from './recorder.js';
 export { JournalStore, defaultStateDir, type RootRow, type LoggedChange } from './store.js';
 export { parseCursor, formatCursor, rootTag, type CursorParts } from './cursor.js';
 

@@ -2,7 +2,7 @@
  * watch: subtree watching with one filesystem mark, renames as one event, overflow never silent.
  * @packageDocumentation
  */
-import { realpathSync, statSync } from 'node:fs';
+import { existsSync, realpathSync, statSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { FanotifyError } from '../errors.js';
 import { FileId } from '../kernel/fileid.js';
@@ -14,6 +14,7 @@ import { RootWatch } from './root.js';
 import { Subscription } from './subscription.js';
 import { Batcher } from './batch.js';
 import { watchUnmounts } from './unmount.js';
+import { connect, DEFAULT_SOCKET } from '../remote/client.js';
 import type { WatchBackend, WatchEvent, WatchOptions } from './types.js';
 
 export type { WatchEvent, WatchEventType, WatchOptions, WatchBackend, ReadyInfo, RescanReason } from './types.js';
@@ -31,7 +32,7 @@ export function coalesce(events: Iterable<WatchEvent>): WatchEvent[] {
   return b.take();
 }
 
-const BACKENDS: readonly WatchBackend[] = ['auto', 'fanotify', 'fanotify-inode'];
+const BACKENDS: readonly WatchBackend[] = ['auto', 'fanotify', 'fanotify-inode', 'daemon'];
 
 /** Resolve and check a root: it must be an existing directory. */
 function checkRoot(root: string): string {
@@ -86,7 +87,7 @@ export function watch(root: string | readonly string[], options: WatchOptions = 
     coalesce: options.coalesce,
   });
 
-  if (backend !== 'fanotify-inode') {
+  if (backend === 'auto' || backend === 'fanotify') {
     try {
       startFilesystemBackend(sub, roots, ignores, startedAt, options.unlimitedQueue ?? false);
       return sub;
@@ -95,8 +96,61 @@ export function watch(root: string | readonly string[], options: WatchOptions = 
       if (backend === 'fanotify' || !denied) throw err;
     }
   }
+  const socket = process.env.FAN_SOCKET ?? DEFAULT_SOCKET;
+  if (backend === 'daemon' || (backend === 'auto' && existsSync(socket))) {
+    startDaemonBackend(sub, roots, options.ignore ?? [], socket, startedAt, () => {
+      if (backend === 'daemon') sub.error(roots[0]!, new FanotifyError(`watch: the daemon at ${socket} refused or is not running (start \`fan serve\`)`, 'ECONNREFUSED'));
+      else startInodeBackend(sub, roots, ignores, startedAt);
+    });
+    return sub;
+  }
   startInodeBackend(sub, roots, ignores, startedAt);
   return sub;
+}
+
+/**
+ * Subscribe through a `fan serve` daemon: it holds the filesystem mark this process may not
+ * place. Its records become watch events; its invalidations become rescans.
+ */
+function startDaemonBackend(
+  sub: Subscription,
+  roots: readonly string[],
+  ignore: readonly string[],
+  socket: string,
+  startedAt: number,
+  fallback: () => void,
+): void {
+  const remotes = roots.map((root) => ({ root, remote: connect(socket, { root, ignore, clientName: 'fanotify-watch' }) }));
+  const closeAll = (): void => {
+    for (const r of remotes) void r.remote.close();
+  };
+  Promise.all(remotes.map((r) => r.remote.ready)).then(
+    () => {
+      if (sub.closed) return closeAll();
+      for (const { root, remote } of remotes) {
+        remote.on('update', (u) => {
+          const time = Date.now();
+          if (u.type === 'events') {
+            for (const r of u.events) {
+              const path = `${root}/${r.path}`;
+              if (r.kind === 'rename') sub.change({ type: 'rename', path, oldPath: `${root}/${r.oldPath ?? ''}`, isDir: r.isDir, time });
+              else sub.change({ type: r.kind === 'attrib' ? 'update' : r.kind, path, isDir: r.isDir, time });
+            }
+          } else if (u.type === 'invalidate') {
+            if (u.reason === 'root-gone') sub.end(root, 'root-deleted');
+            else sub.overflow();
+          } else {
+            sub.error(root, new FanotifyError(`watch: the daemon reported: ${u.message}`, u.code));
+          }
+        });
+      }
+      sub.start({ backend: 'daemon', close: closeAll }, startedAt);
+    },
+    () => {
+      closeAll();
+      if (!sub.closed) fallback();
+    },
+  );
 }
 
 function startFilesystemBackend(

@@ -42,9 +42,11 @@ export type WatchEventType = WatchEvent['type'];
  * How events are obtained.
  * - `fanotify`: one filesystem mark per filesystem (needs CAP_SYS_ADMIN); O(1) setup.
  * - `fanotify-inode`: unprivileged fanotify inode marks, one per directory (Linux 5.13+).
- * - `auto`: `fanotify` when permitted, else `fanotify-inode`.
+ * - `daemon`: subscribe through a `fan serve` daemon's unix socket ($FAN_SOCKET, default
+ *   /run/fanotify/fan.sock), which watches with its own filesystem mark.
+ * - `auto`: `fanotify` when permitted, else `daemon` when its socket exists, else `fanotify-inode`.
  */
-export type WatchBackend = 'auto' | 'fanotify' | 'fanotify-inode';
+export type WatchBackend = 'auto' | 'fanotify' | 'fanotify-inode' | 'daemon';
 
 /** Options of `watch()`. */
 export interface WatchOptions {

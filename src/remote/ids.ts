@@ -1,0 +1,346 @@
+/**
+ * Server-side object ids: a table of the objects of one served root, keyed by what the kernel
+ * says an object is (its file handle, which includes the inode's generation), named to clients by
+ * an opaque random id plus a generation. Clients never see a handle, and nothing a client sends
+ * is ever decoded as one: a client's id is only looked up in this table.
+ * @packageDocumentation
+ */
+import { lstatSync, realpathSync, type Stats } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { native } from '../native.js';
+import type { ObjectRef, StatInfo } from './protocol.js';
+
+/** One object the table knows. */
+export interface IdNode {
+  readonly id: string;
+  readonly gen: number;
+  /** Identity of this incarnation: the file handle (or, without handles, inode + birth time). */
+  handleKey: string | undefined;
+  /** Identity of the inode number, kept across reuse so a reused inode bumps the generation. */
+  inodeKey: string | undefined;
+  parent: IdNode | undefined;
+  name: string;
+  isDir: boolean;
+  dead: boolean;
+  /**
+   * A placeholder named a path before its object's own node got there (see {@link IdTable}); once
+   * it did, the placeholder's id resolves to that node.
+   */
+  alias: IdNode | undefined;
+  children: Map<string, IdNode> | undefined;
+}
+
+/** Why an id cannot be used. */
+export type IdError = 'unknown-object' | 'stale-object';
+
+/** The result of resolving a client's id. */
+export type Resolved = { ok: true; node: IdNode; path: string; abs: string } | { ok: false; code: IdError; message: string };
+
+/** Dead nodes kept (so their ids answer "stale", not "unknown") before the oldest are dropped. */
+const MAX_DEAD = 100_000;
+
+/** Split a relative path into its names ('' is the root). */
+function names(rel: string): string[] {
+  return rel === '' ? [] : rel.split('/');
+}
+
+/** Stat information a client may see: no inode numbers, no device numbers. */
+export function statInfo(st: Stats): StatInfo {
+  return {
+    type: st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other',
+    size: st.size,
+    mode: st.mode & 0o7777,
+    uid: st.uid,
+    gid: st.gid,
+    nlink: st.nlink,
+    mtimeMs: st.mtimeMs,
+    ctimeMs: st.ctimeMs,
+  };
+}
+
+/**
+ * The id table of one root. Nodes form a tree of (parent, name) links mirroring the part of the
+ * tree that events, lookups and readdirs have named, so a directory rename moves everything below
+ * it in O(1) and a delete makes everything below it stale.
+ *
+ * Events are named against the filesystem as it is when they are processed, which may be ahead
+ * of them (a batch can name `new/x` before the rename that made `new`). A path whose object is
+ * still known under its old name gets a placeholder node; when the rename moves the real node
+ * there, the placeholder merges into it and its id stays valid.
+ */
+export class IdTable {
+  readonly root: IdNode;
+  readonly #byId = new Map<string, IdNode>();
+  readonly #byInode = new Map<string, IdNode>();
+  readonly #dead: IdNode[] = [];
+
+  /** @param rootPath - the absolute, real path of the served root */
+  constructor(readonly rootPath: string) {
+    const id = this.#identity(rootPath);
+    this.root = this.#newNode(undefined, '', true, id);
+  }
+
+  /** Number of ids held (live and dead), for leak checks. */
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  /** True when `id` was issued by this table (for any generation). */
+  has(id: string): boolean {
+    return this.#byId.has(id);
+  }
+
+  /** The wire name of a node. */
+  ref(node: IdNode): ObjectRef {
+    return { id: node.id, gen: node.gen };
+  }
+
+  /** The path of a live node relative to the root, or undefined when it or a parent is dead. */
+  pathOf(node: IdNode): string | undefined {
+    const parts: string[] = [];
+    for (let n: IdNode | undefined = node; n !== this.root; n = n.parent) {
+      if (!n || n.dead) return undefined;
+      parts.push(n.name);
+    }
+    return parts.reverse().join('/');
+  }
+
+  /** Absolute path of a relative one. */
+  abs(rel: string): string {
+    return rel === '' ? this.rootPath : `${this.rootPath}/${rel}`;
+  }
+
+  /**
+   * The node of the object now at `rel`, identified from the filesystem (a reused inode gets a new
+   * generation; a name now holding another object gets that object's node). Directories on the way
+   * are named too. An object already gone keeps the node its name had (or gets one without an
+   * identity, which no id request can resolve).
+   */
+  at(rel: string, isDir: boolean): { node: IdNode; parent: IdNode } {
+    const parts = names(rel);
+    if (parts.length === 0) return { node: this.root, parent: this.root };
+    const parent = this.#dir(parts.slice(0, -1));
+    return { node: this.#child(parent, parts[parts.length - 1]!, isDir), parent };
+  }
+
+  /** The object at `rel` was deleted: its node (known or not) becomes dead. */
+  deleted(rel: string, isDir: boolean): { node: IdNode; parent: IdNode } {
+    const parts = names(rel);
+    const parent = this.#dir(parts.slice(0, -1));
+    const name = parts[parts.length - 1] ?? '';
+    const node = parent.children?.get(name) ?? this.#newNode(parent, name, isDir, undefined);
+    this.#kill(node);
+    return { node, parent };
+  }
+
+  /** The object at `from` is now at `to`: one node moves, with everything below it. */
+  renamed(from: string, to: string, isDir: boolean): { node: IdNode; oldParent: IdNode; newParent: IdNode } {
+    const fromParts = names(from);
+    const toParts = names(to);
+    const oldParent = this.#dir(fromParts.slice(0, -1));
+    const newParent = this.#dir(toParts.slice(0, -1));
+    const oldName = fromParts[fromParts.length - 1] ?? '';
+    const newName = toParts[toParts.length - 1] ?? '';
+    const known = oldParent.children?.get(oldName);
+    if (known) {
+      oldParent.children!.delete(oldName);
+      const replaced = newParent.children?.get(newName);
+      if (replaced && replaced !== known) {
+        if (replaced.handleKey === undefined) this.#merge(replaced, known);
+        else this.#kill(replaced);
+      }
+      known.parent = newParent;
+      known.name = newName;
+      (newParent.children ??= new Map()).set(newName, known);
+    }
+    // Confirm (or learn) the identity at the new place.
+    const node = this.#child(newParent, newName, isDir);
+    return { node, oldParent, newParent };
+  }
+
+  /** Resolve a client's id to a live node whose object is still the one the id was issued for. */
+  resolve(ref: ObjectRef): Resolved {
+    let node = this.#byId.get(ref.id);
+    if (!node || ref.gen > node.gen) return { ok: false, code: 'unknown-object', message: `no object ${ref.id}/${ref.gen} was issued for this root` };
+    if (ref.gen < node.gen) return { ok: false, code: 'stale-object', message: `object ${ref.id}/${ref.gen} was replaced (now generation ${node.gen})` };
+    while (node.alias) node = node.alias;
+    const path = this.pathOf(node);
+    if (path === undefined) return { ok: false, code: 'stale-object', message: `object ${ref.id}/${ref.gen} was deleted` };
+    const abs = this.abs(path);
+    // A symlink planted in a parent would lead outside the root: the directory must be its own real path.
+    const dir = node === this.root ? abs : abs.slice(0, abs.lastIndexOf('/'));
+    let same: boolean;
+    try {
+      if (realpathSync.native(dir) !== dir) same = false;
+      else if (node === this.root) same = this.#identity(abs).handleKey === node.handleKey;
+      else same = this.#child(node.parent!, node.name, node.isDir) === node && node.handleKey !== undefined;
+    } catch {
+      same = false;
+    }
+    if (!same) return { ok: false, code: 'stale-object', message: `object ${ref.id}/${ref.gen} is no longer at ${path === '' ? 'the root' : path}` };
+    return { ok: true, node, path, abs };
+  }
+
+  /**
+   * The child `name` of a resolved directory, identified from the filesystem; undefined when there
+   * is none (so names a client guesses never grow the table).
+   */
+  lookup(dir: IdNode, name: string): IdNode | undefined {
+    const path = this.pathOf(dir);
+    try {
+      if (path === undefined) return undefined;
+      lstatSync(this.abs(path === '' ? name : `${path}/${name}`));
+    } catch {
+      return undefined;
+    }
+    return this.#child(dir, name, false);
+  }
+
+  /** Walk to a directory node, naming missing ones from the filesystem. */
+  #dir(parts: readonly string[]): IdNode {
+    let n = this.root;
+    for (const name of parts) n = n.children?.get(name) ?? this.#child(n, name, true);
+    return n;
+  }
+
+  /** The node of the object now at `parent/name`, checked against the filesystem. */
+  #child(parent: IdNode, name: string, isDir: boolean): IdNode {
+    const existing = parent.children?.get(name);
+    const path = this.pathOf(parent);
+    let identity: { handleKey: string; inodeKey: string; isDir: boolean } | undefined;
+    try {
+      identity = path === undefined ? undefined : this.#identity(this.abs(path === '' ? name : `${path}/${name}`));
+    } catch {
+      identity = undefined;
+    }
+    if (!identity) {
+      // Gone already: the node stays under its name so the delete that follows names the same id.
+      return existing ?? this.#placeholder(parent, name, isDir);
+    }
+    if (existing && existing.handleKey === identity.handleKey) {
+      existing.isDir = identity.isDir;
+      return existing;
+    }
+    const prev = this.#byInode.get(identity.inodeKey);
+    const knownElsewhere = prev !== undefined && prev !== existing && prev.handleKey === identity.handleKey && !prev.dead && this.pathOf(prev) !== undefined;
+    if (existing && existing.handleKey === undefined) {
+      // A placeholder: it takes the identity, unless the object's own node is on its way here.
+      if (knownElsewhere) return existing;
+      if (prev && prev !== existing) this.#kill(prev);
+      existing.handleKey = identity.handleKey;
+      existing.inodeKey = identity.inodeKey;
+      existing.isDir = identity.isDir;
+      this.#byInode.set(identity.inodeKey, existing);
+      return existing;
+    }
+    if (existing) this.#kill(existing);
+    if (knownElsewhere) return this.#placeholder(parent, name, identity.isDir);
+    let node: IdNode;
+    if (prev && prev.handleKey === identity.handleKey) {
+      // A dead (deleted or detached) node of this very object: it lives again here.
+      if (prev.parent?.children?.get(prev.name) === prev) prev.parent.children.delete(prev.name);
+      prev.parent = parent;
+      prev.name = name;
+      prev.dead = false;
+      prev.isDir = identity.isDir;
+      node = prev;
+    } else if (prev) {
+      // The inode was reused by a new object: same id, next generation; the old one is stale.
+      this.#kill(prev);
+      node = this.#newNode(parent, name, identity.isDir, identity, prev.id, prev.gen + 1);
+    } else {
+      node = this.#newNode(parent, name, identity.isDir, identity);
+    }
+    (parent.children ??= new Map()).set(name, node);
+    return node;
+  }
+
+  /** A node without identity under `parent/name`. */
+  #placeholder(parent: IdNode, name: string, isDir: boolean): IdNode {
+    const node = this.#newNode(parent, name, isDir, undefined);
+    (parent.children ??= new Map()).set(name, node);
+    return node;
+  }
+
+  /** The placeholder `from` was standing in for `into`: its id and its children go there. */
+  #merge(from: IdNode, into: IdNode): void {
+    if (from.parent?.children?.get(from.name) === from) from.parent.children.delete(from.name);
+    from.alias = into;
+    this.#dead.push(from);
+    for (const [name, c] of from.children ?? []) {
+      const there = into.children?.get(name);
+      if (!there) {
+        c.parent = into;
+        (into.children ??= new Map()).set(name, c);
+      } else if (c.handleKey === undefined) {
+        this.#merge(c, there);
+      } else if (there.handleKey === undefined) {
+        into.children!.set(name, c);
+        c.parent = into;
+        this.#merge(there, c);
+      } else {
+        this.#kill(c);
+      }
+    }
+    from.children = undefined;
+  }
+
+  #identity(abs: string): { handleKey: string; inodeKey: string; isDir: boolean } {
+    const st = lstatSync(abs);
+    const inodeKey = `${st.dev}:${st.ino}`;
+    let handleKey: string;
+    try {
+      const h = native.nameToHandle(-100, abs, 0);
+      handleKey = `${h.handleType}:${h.handle.toString('hex')}`;
+    } catch {
+      // No handles on this filesystem: birth time tells incarnations apart.
+      handleKey = `b:${st.ino}:${st.birthtimeMs}:${st.ctimeMs}`;
+    }
+    return { handleKey, inodeKey, isDir: st.isDirectory() };
+  }
+
+  #newNode(
+    parent: IdNode | undefined,
+    name: string,
+    isDir: boolean,
+    identity: { handleKey: string; inodeKey: string } | undefined,
+    id = randomBytes(12).toString('hex'),
+    gen = 1,
+  ): IdNode {
+    const node: IdNode = {
+      id,
+      gen,
+      handleKey: identity?.handleKey,
+      inodeKey: identity?.inodeKey,
+      parent,
+      name,
+      isDir,
+      dead: false,
+      alias: undefined,
+      children: undefined,
+    };
+    this.#byId.set(id, node);
+    if (identity) this.#byInode.set(identity.inodeKey, node);
+    return node;
+  }
+
+  /** Mark a node dead and detach it; drop the oldest dead nodes (and what hung below them). */
+  #kill(node: IdNode): void {
+    if (node === this.root) return;
+    if (node.parent?.children?.get(node.name) === node) node.parent.children.delete(node.name);
+    if (node.dead) return;
+    node.dead = true;
+    this.#dead.push(node);
+    while (this.#dead.length > MAX_DEAD) {
+      const old = this.#dead.shift()!;
+      if (old.dead || old.alias) this.#drop(old);
+    }
+  }
+
+  #drop(node: IdNode): void {
+    if (this.#byId.get(node.id) === node) this.#byId.delete(node.id);
+    if (node.inodeKey && this.#byInode.get(node.inodeKey) === node) this.#byInode.delete(node.inodeKey);
+    if (node.children) for (const c of node.children.values()) if (!c.dead) this.#drop(c);
+    node.children = undefined;
+  }
+}

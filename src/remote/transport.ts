@@ -1,0 +1,106 @@
+/**
+ * Byte transports under the frame protocol: a unix/TCP stream socket or a WebSocket carrying
+ * binary messages. Both sides use them; they know nothing of messages.
+ * @packageDocumentation
+ */
+import type { Socket } from 'node:net';
+import type { WebSocket } from 'ws';
+
+/** A connected byte pipe with backpressure. */
+export interface Transport {
+  /** Hand bytes (one frame, possibly in parts) to the OS. Call only while not {@link Transport.congested}, except for small control frames. */
+  send(parts: readonly Buffer[]): void;
+  /** True while the OS side is full: hold further frames until `drain`. */
+  readonly congested: boolean;
+  /** Bytes handed over but not yet written out. */
+  readonly pendingBytes: number;
+  onData(fn: (bytes: Buffer) => void): void;
+  /** Stop reading (the peer's writes then back up into its own queue). */
+  pause(): void;
+  resume(): void;
+  onDrain(fn: () => void): void;
+  onClose(fn: (error?: Error) => void): void;
+  /** Finish sending what was handed over, then close. */
+  end(): void;
+  /** Close at once. */
+  destroy(): void;
+}
+
+/** Bytes a WebSocket may hold unsent before it counts as congested. */
+const WS_HIGH_WATER = 64 * 1024;
+
+/** A stream socket (unix or TCP) as a transport. */
+export function socketTransport(socket: Socket): Transport {
+  let closeFns: ((e?: Error) => void)[] = [];
+  let failure: Error | undefined;
+  socket.on('error', (e) => (failure = e));
+  socket.on('close', () => {
+    for (const fn of closeFns) fn(failure);
+    closeFns = [];
+  });
+  return {
+    send: (parts) => {
+      if (parts.length === 1) {
+        socket.write(parts[0]!);
+        return;
+      }
+      socket.cork();
+      for (const p of parts) socket.write(p);
+      socket.uncork();
+    },
+    get congested() {
+      return socket.writableNeedDrain;
+    },
+    get pendingBytes() {
+      return socket.writableLength;
+    },
+    onData: (fn) => void socket.on('data', fn),
+    pause: () => void socket.pause(),
+    resume: () => void socket.resume(),
+    onDrain: (fn) => void socket.on('drain', fn),
+    onClose: (fn) => void closeFns.push(fn),
+    end: () => void socket.end(),
+    destroy: () => void socket.destroy(),
+  };
+}
+
+/** A WebSocket (binary messages, each any slice of the frame stream) as a transport. */
+export function wsTransport(ws: WebSocket): Transport {
+  let pending = 0;
+  const drainFns: (() => void)[] = [];
+  let closeFns: ((e?: Error) => void)[] = [];
+  let failure: Error | undefined;
+  ws.on('error', (e) => (failure = e));
+  ws.on('close', () => {
+    for (const fn of closeFns) fn(failure);
+    closeFns = [];
+  });
+  return {
+    send: (parts) => {
+      const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+      pending += bytes.length;
+      ws.send(bytes, { binary: true }, () => {
+        const was = pending >= WS_HIGH_WATER;
+        pending -= bytes.length;
+        if (was && pending < WS_HIGH_WATER) for (const fn of drainFns) fn();
+      });
+    },
+    get congested() {
+      return pending >= WS_HIGH_WATER;
+    },
+    get pendingBytes() {
+      return pending;
+    },
+    onData: (fn) =>
+      void ws.on('message', (data: Buffer | ArrayBuffer | Buffer[]) => {
+        if (Array.isArray(data)) fn(Buffer.concat(data));
+        else fn(Buffer.isBuffer(data) ? data : Buffer.from(data));
+      }),
+    pause: () => ws.pause(),
+    resume: () => ws.resume(),
+    onDrain: (fn) => void drainFns.push(fn),
+    onClose: (fn) => void closeFns.push(fn),
+    end: () => ws.close(1000),
+    destroy: () => ws.terminate(),
+  };
+}

@@ -1,0 +1,74 @@
+/**
+ * A real nats-server (Debian's) with JetStream, on loopback and a free port, with its store in a
+ * temp dir; stopped and removed by `stop()`.
+ *
+ * @module
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { connect as netConnect, createServer } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** A running nats-server. */
+export interface NatsServer {
+  readonly url: string;
+  readonly port: number;
+  stop(): Promise<void>;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = netConnect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** Start `nats-server -js` and wait (up to 10 s) until it accepts connections. */
+export async function startNats(): Promise<NatsServer> {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'fan-nats-'));
+  let stderr = '';
+  let exited: string | undefined;
+  const child: ChildProcess = spawn('nats-server', ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', dir], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, PATH: `${process.env.PATH ?? ''}:/usr/sbin:/usr/bin` },
+  });
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  child.once('error', (e) => (exited = `cannot start nats-server (apt-get install nats-server): ${e.message}`));
+  child.once('exit', (code, signal) => (exited ??= `nats-server exited (${code ?? signal}): ${stderr.slice(-2000)}`));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const gone = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await gone;
+      clearTimeout(t);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const end = Date.now() + 10_000;
+  while (!(await accepts(port))) {
+    if (exited !== undefined || Date.now() > end) {
+      await stop();
+      throw new Error(exited ?? `nats-server did not accept connections on 127.0.0.1:${port} within 10 s: ${stderr.slice(-2000)}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { url: `nats://127.0.0.1:${port}`, port, stop };
+}
