@@ -122,7 +122,7 @@ describe('watch rules on ext4', { timeout: 120_000 }, () => {
     }
   });
 
-  test('a directory renamed back and forth before the reader runs: the rename the kernel merged away is reported', async () => {
+  test('renamed back and forth before the reader runs: the rename the kernel merged away is reported, for directories and files', async () => {
     // The kernel merges a rename into an identical one still queued: s->p, p->s, s->p arrive as
     // two events. Without the check the watcher ends with the directory at s, and every later
     // event below it is named under s.
@@ -141,6 +141,15 @@ describe('watch rules on ext4', { timeout: 120_000 }, () => {
       assert.deepEqual(got.filter((e) => e.startsWith('rename')), ['rename s->p/', 'rename p->s/', 'rename s->p/']);
       fs.writeFileSync(`${root}/p/after`, '');
       assert.deepEqual((await log.take(1)).map((e) => short(e, root)), ['create p/after']);
+      // Files too.
+      fs.writeFileSync(`${root}/a`, '');
+      await log.take(1);
+      for (let i = 0; i < 3; i++) {
+        fs.renameSync(`${root}/a`, `${root}/b`);
+        fs.renameSync(`${root}/b`, `${root}/a`);
+      }
+      fs.renameSync(`${root}/a`, `${root}/b`);
+      assert.deepEqual((await log.take(3)).map((e) => short(e, root)), ['rename a->b', 'rename b->a', 'rename a->b']);
     } finally {
       await close();
     }

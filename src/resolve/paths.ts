@@ -3,7 +3,7 @@
  * deleted files keep their path.
  * @packageDocumentation
  */
-import { readlinkSync } from 'node:fs';
+import { lstatSync, readlinkSync } from 'node:fs';
 import { native, isNativeError } from '../native.js';
 import type { DecodedEvent } from '../kernel/events.js';
 import type { FileId } from '../kernel/fileid.js';
@@ -20,9 +20,9 @@ export interface ResolvedPaths {
   /** The object no longer exists (its handle is stale); `path` may still name where it was. */
   readonly gone?: boolean;
   /**
-   * For a directory rename: the directory is back at `oldPath` already. The kernel merges a
-   * rename into an identical one still queued, so in A→B, B→A, A→B the last has no event of its
-   * own; this says that it happened.
+   * For a rename: the object is back at `oldPath` already. The kernel merges a rename into an
+   * identical one still queued, so in A→B, B→A, A→B the last has no event of its own; this says
+   * that it happened.
    */
   readonly movedBack?: boolean;
 }
@@ -33,6 +33,14 @@ export type HandleMiss = 'gone' | 'unknown-filesystem' | 'error';
 const O_PATH_CLOEXEC = 0o10000000 | 0o2000000;
 const NOT_WANTED: ResolvedPaths = Object.freeze({});
 const DELETED_SUFFIX = ' (deleted)';
+
+function entryExists(path: string): boolean {
+  try {
+    return lstatSync(path, { throwIfNoEntry: false }) !== undefined;
+  } catch {
+    return false;
+  }
+}
 
 /** True when a lookup produced a path rather than a {@link HandleMiss}. */
 function isPath(p: string): boolean {
@@ -219,24 +227,35 @@ export class PathResolver {
     const toDir = ev.to ? this.pathOfDir(ev.to.dir) : undefined;
     const oldPath = fromDir && isPath(fromDir) && ev.from ? joinPath(fromDir, ev.from.name) : undefined;
     const path = toDir && isPath(toDir) && ev.to ? joinPath(toDir, ev.to.name) : undefined;
+    // Renamed back and forth faster than we read: see ResolvedPaths.movedBack.
+    const back = oldPath !== undefined && path !== undefined && oldPath !== path && ev.fid !== undefined && this.#movedBack(ev.fid, oldPath, path);
     if (ev.isDir) {
-      if (oldPath && path && ev.fid && this.openPath(ev.fid) === oldPath) {
-        // Renamed back and forth faster than we read: see ResolvedPaths.movedBack.
-        if (oldPath !== path) this.forgetTree(path);
-        this.remember(ev.fid, oldPath);
+      if (back) {
+        this.forgetTree(path);
+        this.remember(ev.fid!, oldPath);
         return { path, oldPath, movedBack: true };
       }
       if (oldPath && path) this.moveTree(oldPath, path);
       else if (oldPath) this.forgetTree(oldPath);
       if (path && ev.fid) this.remember(ev.fid, path);
     } else if (path && ev.fid) {
-      this.#files.set(ev.fid.key, path);
+      this.#files.set(ev.fid.key, back ? oldPath : path);
+      if (back) return { path, oldPath, movedBack: true };
     }
     if (path === undefined && ev.fid) {
       const p = this.#idPath(ev.fid);
       if (p) return { path: p, oldPath };
     }
     return { path, oldPath };
+  }
+
+  /**
+   * Whether the object a rename moved from `oldPath` to `path` is back at `oldPath` already. Two
+   * lstats first (the new path empty, the old one not), so the handle is opened only then.
+   */
+  #movedBack(id: FileId, oldPath: string, path: string): boolean {
+    if (entryExists(path) || !entryExists(oldPath)) return false;
+    return this.openPath(id) === oldPath;
   }
 
   /** Events without a usable DFID+name: the object's own id, then the event fd. */
