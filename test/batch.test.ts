@@ -46,3 +46,11 @@ test('a file created and renamed over an existing path, then renamed away or del
   // A target created in the same window did not exist before it: nothing to delete.
   assert.deepEqual(show(coalesce([ev('create', '/t'), ev('create', '/a'), mv('/a', '/t'), mv('/t', '/c')])), ['create /c']);
 });
+
+test('an update is attribOnly only when every update coalesced into it was', () => {
+  const attrib = (path: string): WatchEvent => ({ type: 'update', path, isDir: false, time: 0, attribOnly: true });
+  assert.deepEqual(coalesce([attrib('/a'), attrib('/a')]), [attrib('/a')]);
+  assert.deepEqual(coalesce([attrib('/a'), ev('update', '/a')]), [ev('update', '/a')]);
+  assert.deepEqual(coalesce([ev('update', '/a'), attrib('/a')]), [ev('update', '/a')]);
+  assert.deepEqual(coalesce([ev('create', '/a'), attrib('/a')]), [ev('create', '/a')]);
+});

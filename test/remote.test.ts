@@ -88,6 +88,17 @@ describe('remote server on ext4', { timeout: 300_000 }, () => {
     assert.ok(!JSON.stringify(records).includes(loop.fs.dir), 'no host path leaves the server');
   });
 
+  test('a metadata-only change is an attrib record; a write is an update', async () => {
+    const root = fresh();
+    fs.writeFileSync(`${root}/f`, 'one');
+    const { log } = await subscribe(root);
+    fs.chmodSync(`${root}/f`, 0o600);
+    await log.until(() => log.records.some((r) => r.path === 'f'), 5000, 'attrib f');
+    fs.appendFileSync(`${root}/f`, 'two');
+    await log.until(() => log.records.filter((r) => r.path === 'f').length >= 2, 5000, 'update f');
+    assert.deepEqual(log.records.map(describeRecord), ['attrib f', 'update f']);
+  });
+
   test('a reused inode keeps its id with the next generation; the old generation is stale', async () => {
     const root = fresh();
     const { sub, log } = await subscribe(root);

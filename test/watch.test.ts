@@ -61,7 +61,11 @@ describe('watch rules on ext4', { timeout: 120_000 }, () => {
       fs.writeFileSync(`${root}/a`, '1');
       assert.deepEqual((await log.take(1)).map((e) => short(e, root)), ['create a']);
       fs.appendFileSync(`${root}/a`, '2');
-      assert.deepEqual((await log.take(1)).map((e) => short(e, root)), ['update a']);
+      const [written] = await log.take(1);
+      assert.deepEqual([short(written!, root), 'attribOnly' in written!], ['update a', false]);
+      fs.chmodSync(`${root}/a`, 0o600);
+      const [chmodded] = await log.take(1);
+      assert.deepEqual([short(chmodded!, root), (chmodded as { attribOnly?: boolean }).attribOnly], ['update a', true]);
       fs.mkdirSync(`${root}/d`);
       assert.deepEqual((await log.take(1)).map((e) => short(e, root)), ['create d/']);
       fs.unlinkSync(`${root}/a`);

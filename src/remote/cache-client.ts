@@ -85,7 +85,7 @@ export class StatCache {
       for (const [p, e] of moved) this.entries.set(p, e);
     }
     // A directory made or moved here may hold entries that were never named: list it.
-    await this.#refresh(r.parent, r.name, r.path, r.isDir && r.kind !== 'update', true);
+    await this.#refresh(r.parent, r.name, r.path, r.isDir && r.kind !== 'update' && r.kind !== 'attrib', true);
   }
 
   /**

@@ -41,6 +41,8 @@ function isCookie(path: string): boolean {
 /** A watch event or a journal change, reduced to what a record needs. */
 interface Change {
   readonly type: 'create' | 'update' | 'delete' | 'rename';
+  /** An update of metadata only: sent as kind `attrib`. */
+  readonly attribOnly?: boolean;
   readonly path: string;
   readonly oldPath?: string;
   readonly isDir: boolean;
@@ -263,7 +265,8 @@ export class RootFeed {
           out.push({ kind: 'delete', object: t.ref(node), parent: t.ref(parent), name, path: rel, isDir: c.isDir });
         } else {
           const { node, parent } = t.at(rel, c.isDir);
-          out.push({ kind: c.type === 'rename' ? 'create' : c.type, object: t.ref(node), parent: t.ref(parent), name, path: rel, isDir: c.isDir });
+          const kind = c.type === 'rename' ? 'create' : c.type === 'update' && c.attribOnly ? 'attrib' : c.type;
+          out.push({ kind, object: t.ref(node), parent: t.ref(parent), name, path: rel, isDir: c.isDir });
         }
       } catch {
         // A path the table cannot name (its directory vanished mid-walk): the next event names it.

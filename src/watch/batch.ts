@@ -64,7 +64,11 @@ export class Batcher {
       this.#slots[at] = undefined;
       this.#byPath.delete(ev.path);
     } else {
-      const slot: WatchEvent = { type: next, path: ev.path, isDir: ev.isDir, time: prev.time };
+      // Only metadata changed if every update coalesced into this one says so.
+      const attribOnly = next === 'update' && was === 'update' && prev.attribOnly === true && ev.type === 'update' && ev.attribOnly === true;
+      const slot: WatchEvent = attribOnly
+        ? { type: next, path: ev.path, isDir: ev.isDir, time: prev.time, attribOnly }
+        : { type: next, path: ev.path, isDir: ev.isDir, time: prev.time };
       this.#slots[at] = slot;
       if (replaced && next === 'create') this.#mayReplace.add(slot);
     }

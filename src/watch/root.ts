@@ -33,6 +33,8 @@ export interface RootHooks {
 }
 
 const UPDATE_BITS = EventBit.MODIFY | EventBit.CLOSE_WRITE | EventBit.ATTRIB;
+/** Update bits that mean the content may have changed (not only metadata). */
+const CONTENT_BITS = EventBit.MODIFY | EventBit.CLOSE_WRITE;
 
 /** The id of the object an event is about, for directory self events too (DFID_NAME "."). */
 function objectId(ev: DecodedEvent): FileId | undefined {
@@ -101,7 +103,8 @@ export class RootWatch {
     } else if (m & EventBit.DELETE) {
       this.sink.change({ type: 'delete', path, isDir, time });
     } else if (m & UPDATE_BITS && !(m & (EventBit.DELETE_SELF | EventBit.MOVE_SELF))) {
-      this.sink.change({ type: 'update', path, isDir, time });
+      if (m & CONTENT_BITS) this.sink.change({ type: 'update', path, isDir, time });
+      else this.sink.change({ type: 'update', path, isDir, time, attribOnly: true });
     }
   }
 

@@ -16,7 +16,17 @@ export type RescanReason =
 
 /** A change under a watched root. Paths are absolute. */
 export type WatchEvent =
-  | { readonly type: 'create' | 'update' | 'delete'; readonly path: string; readonly isDir: boolean; readonly time: number }
+  | {
+      readonly type: 'create' | 'update' | 'delete';
+      readonly path: string;
+      readonly isDir: boolean;
+      readonly time: number;
+      /**
+       * On `update`: only metadata changed (mode, owner, times, link count: FAN_ATTRIB without a
+       * write), within the whole batch. Absent otherwise.
+       */
+      readonly attribOnly?: true;
+    }
   | {
       readonly type: 'rename';
       /** The new path. */
