@@ -14,7 +14,7 @@ const MiB = 1024 * 1024;
 const runDir = mkdtempSync(join(tmpdir(), 'fan-hsm-run-'));
 process.env['FAN_HSM_RUN_DIR'] = runDir;
 const stateRoot = mkdtempSync(join(tmpdir(), 'fan-hsm-state-'));
-const FILES = { 'f1.bin': 2 * MiB + 5, 'f2.bin': 3 * MiB, 'f3.bin': MiB, 'f4.bin': 2 * MiB, 'd/f5.bin': 4 * MiB };
+const FILES = { 'f1.bin': 2 * MiB + 5, 'f2.bin': 3 * MiB, 'f3.bin': MiB, 'f4.bin': 2 * MiB, 'd/f5.bin': 4 * MiB, 'd/long.bin': 40 * MiB + 7 };
 let src: ReturnType<typeof makeSourceTree>;
 let server: FaultyHttp;
 const handles: MountHandle[] = [];
@@ -203,4 +203,63 @@ test('fetched chunks never resurrect the tail of a file the user truncated', asy
   assert.equal(await fileState(h.target, 'f2.bin'), 'local');
   const tail = await readInChild(path, MiB + 100, 4096);
   assert.deepEqual([tail.ok, tail.data.length], [true, 0]);
+});
+
+/** The byte ranges of `ranges` ("bytes=a-b"), sorted. */
+function spans(ranges: readonly string[]): [number, number][] {
+  return ranges.map((r) => r.slice(6).split('-').map(Number) as [number, number]).sort((x, y) => x[0] - y[0]);
+}
+
+test('two reads from offset 0 get the whole file streamed in a few requests, each byte fetched once', async () => {
+  server.fault = 'none';
+  const h = await mountAt('stream', 5000);
+  const seen: string[] = [];
+  server.onRange = (url, range) => {
+    if (url === '/d/long.bin') seen.push(range);
+  };
+  try {
+    // 128 KiB in two 64 KiB reads: a read-ahead window would stop 24 chunks ahead of them.
+    const head = await readInChild(join(h.target, 'd/long.bin'), 0, 128 * 1024);
+    assert.ok(head.ok, head.errno);
+    const deadline = Date.now() + 20_000;
+    while ((await fileState(h.target, 'd/long.bin')) !== 'present') {
+      assert.ok(Date.now() < deadline, `not present after 20 s: ${seen.join(' ')}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const r = await readInChild(join(h.target, 'd/long.bin'));
+    assert.ok(r.ok, r.errno);
+    assert.ok(r.data.equals(want('d/long.bin')));
+  } finally {
+    server.onRange = undefined;
+  }
+  assert.ok(seen.length <= 8, seen.join(' '));
+  let next = 0;
+  for (const [a, b] of spans(seen)) {
+    assert.equal(a, next, seen.join(' '));
+    next = b + 1;
+  }
+  assert.equal(next, 40 * MiB + 7);
+});
+
+test('a stream cut mid-body keeps the chunks verified before the cut and fetches only the rest again', async () => {
+  server.fault = 'none';
+  const h = await mountAt('cut', 5000);
+  const seen: string[] = [];
+  // Chunk 1 alone (not read from the start), then the read-ahead of chunks 2-3 in one request,
+  // cut after chunk 2: only chunk 3 is asked for again.
+  server.onRange = (url, range) => {
+    if (url !== '/d/f5.bin') return;
+    seen.push(range);
+    server.fault = seen.length === 2 ? 'truncate' : 'none';
+  };
+  try {
+    const r = await readInChild(join(h.target, 'd/f5.bin'), MiB, 3 * MiB);
+    assert.ok(r.ok, r.errno);
+    assert.ok(r.data.equals(want('d/f5.bin').subarray(MiB)));
+  } finally {
+    server.onRange = undefined;
+    server.fault = 'none';
+  }
+  assert.deepEqual(seen, [`bytes=${MiB}-${2 * MiB - 1}`, `bytes=${2 * MiB}-${4 * MiB - 1}`, `bytes=${3 * MiB}-${4 * MiB - 1}`]);
+  assert.equal(await fileState(h.target, 'd/f5.bin'), 'partial');
 });

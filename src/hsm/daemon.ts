@@ -134,7 +134,7 @@ export class HsmDaemon {
         const entry = files[next++] as FileEntry;
         const rec = recs.get(entry.path);
         if (!rec) throw new Error(`range map has no row for ${entry.path}`);
-        const t: Tracked = { entry, rec, inflight: new Map(), lastChunk: -1, streakStart: 0, writer: undefined, evicting: false, unsynced: new Set() };
+        const t: Tracked = { entry, rec, inflight: new Map(), lastChunk: -1, streakStart: 0, fromStart: 0, fromStartEnd: 0, writer: undefined, evicting: false, unsynced: new Set() };
         const st = await lstat(join(this.#cfg.backing, entry.path));
         this.#byPath.set(entry.path, t);
         this.#byIno.set(st.ino, t);

@@ -21,6 +21,10 @@ export interface Tracked {
   lastChunk: number;
   /** First chunk of the current sequential streak (the read-ahead window grows with it). */
   streakStart: number;
+  /** Reads in a row, each starting where the last ended, since one at offset 0; 0 if none. */
+  fromStart: number;
+  /** Where the last of those reads ended. */
+  fromStartEnd: number;
   /** Our writer, opened on the backing path (not through the user-visible mount). */
   writer: { fh: Promise<FileHandle>; users: number; idle: NodeJS.Timeout | undefined } | undefined;
   /** Eviction in progress: opens are refused with EBUSY. */
@@ -28,6 +32,9 @@ export interface Tracked {
   /** Chunks written but not yet durable, so not yet in the range map. */
   readonly unsynced: Set<number>;
 }
+
+/** Parallel requests that stream the rest of a file read from its start. */
+const WHOLE_FILE_STREAMS = 4;
 
 /** How long written chunks wait to be made durable together. */
 const FLUSH_DELAY_MS = 100;
@@ -94,7 +101,14 @@ export class Hydrator {
     const sequential = first === t.lastChunk || first === t.lastChunk + 1;
     if (!sequential) t.streakStart = first;
     t.lastChunk = last;
-    if (sequential && last + 1 < t.rec.chunks) {
+    t.fromStart = offset === 0 ? 1 : t.fromStart > 0 && offset === t.fromStartEnd ? t.fromStart + 1 : 0;
+    t.fromStartEnd = offset + count;
+    if (t.fromStart === 2) {
+      // A second read continuing the first one at offset 0 (cp, tar, sha256sum): the whole file
+      // is wanted. Stream all of it now in a few large requests rather than a growing window.
+      const missing = t.rec.chunks - t.rec.have;
+      this.ensure(t, 0, t.rec.chunks - 1, Math.max(this.#maxRun, Math.ceil(missing / WHOLE_FILE_STREAMS))).catch((err: unknown) => this.#o.onBackgroundError?.(t, err));
+    } else if (sequential && t.fromStart < 2 && last + 1 < t.rec.chunks) {
       // Like the kernel's readahead, the window doubles with the streak: a file read from start
       // to end is soon fetched whole, becomes present and stops costing an event per read.
       const window = Math.max(this.#readAhead, 2 * (last - t.streakStart + 1));
@@ -108,8 +122,11 @@ export class Hydrator {
     return t.rec.chunks === 0 ? Promise.resolve() : this.ensure(t, 0, t.rec.chunks - 1);
   }
 
-  /** Make chunks [first, last] present, fetching missing ones (merged) and joining running fetches. */
-  ensure(t: Tracked, first: number, last: number): Promise<void> {
+  /**
+   * Make chunks [first, last] present, fetching missing ones (up to `maxRun` adjacent ones in one
+   * request) and joining running fetches.
+   */
+  ensure(t: Tracked, first: number, last: number, maxRun = this.#maxRun): Promise<void> {
     const waits: Promise<void>[] = [];
     let runStart = -1;
     const flush = (end: number): void => {
@@ -128,7 +145,7 @@ export class Hydrator {
         continue;
       }
       if (runStart < 0) runStart = i;
-      else if (i - runStart + 1 > this.#maxRun) {
+      else if (i - runStart + 1 > maxRun) {
         flush(i - 1);
         runStart = i;
       }
@@ -137,12 +154,68 @@ export class Hydrator {
     return waits.length === 1 ? (waits[0] as Promise<void>) : Promise.all(waits).then(() => undefined);
   }
 
+  /** Fetch chunks [a, b], each one waited for on its own: a reader needs only its own chunks. */
   #fetchRun(t: Tracked, a: number, b: number): Promise<void> {
-    const p = this.#fetchAndStore(t, a, b).finally(() => {
-      for (let i = a; i <= b; i++) if (t.inflight.get(i) === p) t.inflight.delete(i);
-    });
-    for (let i = a; i <= b; i++) t.inflight.set(i, p);
-    return p;
+    const settle = new Map<number, (err?: unknown) => void>();
+    const chunks: Promise<void>[] = [];
+    for (let i = a; i <= b; i++) {
+      const p = new Promise<void>((resolve, reject) => {
+        settle.set(i, (err) => {
+          if (t.inflight.get(i) === p) t.inflight.delete(i);
+          if (err === undefined) resolve();
+          else reject(err);
+        });
+      });
+      // Read-ahead chunks may have no reader: their failure is reported by whoever waits.
+      p.catch(() => undefined);
+      t.inflight.set(i, p);
+      chunks.push(p);
+    }
+    void this.#streamRun(t, a, b, settle);
+    return Promise.all(chunks).then(() => undefined);
+  }
+
+  /**
+   * One request for the whole run; each chunk is verified and written as soon as its bytes are
+   * in. Whatever the stream does not deliver verified (failure, bad bytes) is fetched again in
+   * runs, with the source's retries and re-fetches on a bad hash, and fails only then.
+   */
+  async #streamRun(t: Tracked, a: number, b: number, settle: Map<number, (err?: unknown) => void>): Promise<void> {
+    const cs = this.#o.chunkSize;
+    const offset = a * cs;
+    const handled: Promise<void>[] = [];
+    try {
+      await this.#o.source.readPieces(t.entry.path, offset, Math.min(t.rec.size, (b + 1) * cs) - offset, cs, (k, bytes) => {
+        const i = a + k;
+        const p = this.#firstBadChunk(t, i, i, bytes)
+          .then(async (bad) => {
+            if (bad >= 0) return;
+            await this.#store(t, i, i, bytes);
+            settle.get(i)?.();
+            settle.delete(i);
+          })
+          .catch(() => undefined);
+        handled.push(p);
+        return p;
+      });
+    } catch {
+      // Fetched again below.
+    }
+    await Promise.all(handled);
+    const left = [...settle.keys()];
+    for (let k = 0; k < left.length; ) {
+      const start = left[k] as number;
+      let end = start;
+      while (k + 1 < left.length && left[k + 1] === end + 1 && end - start + 1 < this.#maxRun) end = left[++k] as number;
+      k++;
+      let err: unknown;
+      try {
+        await this.#fetchAndStore(t, start, end);
+      } catch (e) {
+        err = e;
+      }
+      for (let i = start; i <= end; i++) settle.get(i)?.(err);
+    }
   }
 
   async #fetchAndStore(t: Tracked, a: number, b: number): Promise<void> {
@@ -159,6 +232,12 @@ export class Hydrator {
     if (bad >= 0 || !bytes) {
       throw new Error(`${t.entry.path}: chunk ${bad} does not match its SHA-256 in the manifest (source changed or corrupt)`);
     }
+    await this.#store(t, a, b, bytes);
+  }
+
+  /** Write verified chunks [a, b] and record them (durable later, see flush). */
+  async #store(t: Tracked, a: number, b: number, bytes: Buffer): Promise<void> {
+    const offset = a * this.#o.chunkSize;
     await this.#withWriter(t, async (fh) => {
       // Never write past the end of a file the user truncated: that would resurrect content.
       const end = Math.min(bytes.length, (await fh.stat()).size - offset);
@@ -177,7 +256,7 @@ export class Hydrator {
       t.unsynced.add(i);
     }
     t.rec.lastAccess = Date.now();
-    this.#o.onBytes?.(t, length);
+    this.#o.onBytes?.(t, bytes.length);
     this.#dirty.add(t);
     this.#flushTimer ??= setTimeout(() => void this.flush(), FLUSH_DELAY_MS);
     // Every byte is in the file: stop intercepting now rather than after the flush. If we die

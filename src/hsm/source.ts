@@ -21,6 +21,15 @@ export interface Source {
    * @throws SourceError on any failure, after the source's own retries.
    */
   read(path: string, offset: number, length: number): Promise<Buffer>;
+  /**
+   * Bytes [offset, offset+length) of `path` in one pass, handed over in consecutive pieces of
+   * `pieceSize` bytes (the last may be shorter) as soon as each is complete. A piece's bytes are
+   * the caller's only until its promise settles (the source may reuse the buffer then). The
+   * source reads on only while few pieces are still being handled, so memory stays bounded. No
+   * retries: pieces already handed over stand, the caller fetches the rest again.
+   * @throws SourceError on the first failure.
+   */
+  readPieces(path: string, offset: number, length: number, pieceSize: number, onPiece: (index: number, bytes: Buffer) => Promise<void>): Promise<void>;
   /** Release connections. */
   close(): void;
 }
@@ -45,6 +54,9 @@ export interface HttpSourceOptions {
   /** Connections kept alive and used in parallel. Default 8. */
   readonly maxSockets?: number;
 }
+
+/** Pieces handed over and not yet handled before a streamed body is paused. */
+const MAX_PENDING_PIECES = 4;
 
 /** Range reads over kept-alive HTTP(S) connections. */
 export class HttpSource implements Source {
@@ -71,15 +83,75 @@ export class HttpSource implements Source {
   }
 
   async manifest(): Promise<string> {
-    return (await this.#retry(() => this.#get(this.#url(MANIFEST_NAME), undefined))).toString('utf8');
+    return this.#retry(async () => {
+      const parts: Buffer[] = [];
+      await this.#request(this.#url(MANIFEST_NAME), undefined, (b) => void parts.push(b));
+      return Buffer.concat(parts).toString('utf8');
+    });
   }
 
   read(path: string, offset: number, length: number): Promise<Buffer> {
     if (length === 0) return Promise.resolve(Buffer.alloc(0));
-    return this.#retry(() => this.#get(this.#url(path), { offset, length }));
+    return this.#retry(async () => {
+      // A range body is copied once, into a buffer of the size asked for.
+      const into = Buffer.allocUnsafe(length);
+      let got = 0;
+      await this.#request(this.#url(path), { offset, length }, (b) => {
+        got += b.copy(into, got);
+      });
+      return into;
+    });
   }
 
-  async #retry(fn: () => Promise<Buffer>): Promise<Buffer> {
+  async readPieces(path: string, offset: number, length: number, pieceSize: number, onPiece: (index: number, bytes: Buffer) => Promise<void>): Promise<void> {
+    if (length === 0) return;
+    // Pieces are recycled: a fresh 1 MiB buffer per piece costs more in garbage collection than
+    // the copy into it.
+    const free: Buffer[] = [];
+    const take = (size: number): Buffer => {
+      const b = free.pop();
+      return b && b.length >= size ? b.subarray(0, size) : Buffer.allocUnsafe(size);
+    };
+    let index = 0;
+    let piece = take(Math.min(pieceSize, length));
+    let fill = 0;
+    let pending = 0;
+    let paused = false;
+    await this.#request(
+      this.#url(path),
+      { offset, length },
+      (b, res) => {
+        for (let pos = 0; pos < b.length; ) {
+          const n = b.copy(piece, fill, pos);
+          fill += n;
+          pos += n;
+          if (fill < piece.length) continue;
+          pending++;
+          const handed = piece;
+          const settled = (): void => {
+            pending--;
+            if (handed.length === pieceSize) free.push(handed);
+            if (paused && pending < MAX_PENDING_PIECES) {
+              paused = false;
+              res.resume();
+            }
+          };
+          onPiece(index, piece).then(settled, settled);
+          index++;
+          const rest = length - index * pieceSize;
+          if (rest > 0) piece = take(Math.min(pieceSize, rest));
+          fill = 0;
+        }
+        if (pending >= MAX_PENDING_PIECES && !paused) {
+          paused = true;
+          res.pause();
+        }
+      },
+      true,
+    );
+  }
+
+  async #retry<T>(fn: () => Promise<T>): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       try {
         return await fn();
@@ -91,10 +163,15 @@ export class HttpSource implements Source {
     }
   }
 
-  #get(url: URL, range: { offset: number; length: number } | undefined): Promise<Buffer> {
+  /**
+   * One GET; `sink` sees the body as it arrives, only after status and Content-Range are checked,
+   * and never more than the range asked for. The deadline covers the whole request, or, with
+   * `perData`, each wait for more bytes (a long streamed body is not a stall).
+   */
+  #request(url: URL, range: { offset: number; length: number } | undefined, sink: (b: Buffer, res: http.IncomingMessage) => void, perData = false): Promise<void> {
     const mod = url.protocol === 'https:' ? https : http;
     const what = range ? `${url.href} bytes ${range.offset}+${range.length}` : url.href;
-    return new Promise<Buffer>((resolve, reject) => {
+    return new Promise<void>((resolve, reject) => {
       let done = false;
       const fail = (msg: string, transient: boolean): void => {
         if (done) return;
@@ -125,15 +202,16 @@ export class HttpSource implements Source {
             return;
           }
         }
-        // A range body is copied once, into a buffer of the size asked for.
-        const into = range ? Buffer.allocUnsafe(range.length) : undefined;
-        const parts: Buffer[] = [];
         let got = 0;
         res.on('data', (b: Buffer) => {
-          if (into && got + b.length > into.length) fail(`body longer than the ${into.length} bytes asked for`, true);
-          else if (into) b.copy(into, got);
-          else parts.push(b);
+          if (done) return;
+          if (range && got + b.length > range.length) {
+            fail(`body longer than the ${range.length} bytes asked for`, true);
+            return;
+          }
           got += b.length;
+          if (perData) timer.refresh();
+          sink(b, res);
         });
         res.on('error', (err) => fail(err.message, true));
         res.on('aborted', () => fail('connection closed mid-body', true));
@@ -145,11 +223,11 @@ export class HttpSource implements Source {
           }
           done = true;
           clearTimeout(timer);
-          resolve(into ?? Buffer.concat(parts, got));
+          resolve();
         });
       });
       req.on('error', (err: NodeJS.ErrnoException) => fail(err.code ?? err.message, true));
-      const timer = setTimeout(() => fail(`no complete answer within ${this.#timeoutMs} ms`, true), this.#timeoutMs);
+      const timer = setTimeout(() => fail(`no ${perData ? 'bytes' : 'complete answer'} within ${this.#timeoutMs} ms`, true), this.#timeoutMs);
     });
   }
 
@@ -191,6 +269,14 @@ export class LocalSource implements Source {
     } catch (err) {
       if (err instanceof SourceError) throw err;
       throw new SourceError(`${abs}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, true);
+    }
+  }
+
+  async readPieces(path: string, offset: number, length: number, pieceSize: number, onPiece: (index: number, bytes: Buffer) => Promise<void>): Promise<void> {
+    // A local tier has no per-request cost worth streaming around: one read per piece.
+    for (let index = 0; index * pieceSize < length; index++) {
+      const at = index * pieceSize;
+      await onPiece(index, await this.read(path, offset + at, Math.min(pieceSize, length - at)));
     }
   }
 
