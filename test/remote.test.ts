@@ -95,8 +95,10 @@ describe('remote server on ext4', { timeout: 300_000 }, () => {
     fs.chmodSync(`${root}/f`, 0o600);
     await log.until(() => log.records.some((r) => r.path === 'f'), 5000, 'attrib f');
     fs.appendFileSync(`${root}/f`, 'two');
-    await log.until(() => log.records.filter((r) => r.path === 'f').length >= 2, 5000, 'update f');
-    assert.deepEqual(log.records.map(describeRecord), ['attrib f', 'update f']);
+    await log.until(() => log.records.some((r) => r.kind === 'update'), 5000, 'update f');
+    const seen = log.records.map(describeRecord);
+    // The write's modify and close-after-write may land in two batches: one or two updates.
+    assert.deepEqual([seen[0], [...new Set(seen.slice(1))]], ['attrib f', ['update f']]);
   });
 
   test('a reused inode keeps its id with the next generation; the old generation is stale', async () => {
@@ -266,7 +268,10 @@ describe('remote server on ext4', { timeout: 300_000 }, () => {
     fs.writeFileSync(`${root}/last`, 'z');
     const r = await child;
     assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(JSON.parse(r.stdout.trim()), ['create ready', 'create visible', 'create last']);
+    const seen = JSON.parse(r.stdout.trim()) as string[];
+    // A file's create and its close-after-write may land in two batches: an update may follow.
+    assert.deepEqual(seen.filter((x) => x.startsWith('create ')), ['create ready', 'create visible', 'create last']);
+    assert.deepEqual(seen.filter((x) => !/^(create|update) (ready|visible|last)$/.test(x)), [], 'nothing from below private/');
   });
 
   test('resume after a disconnect returns exactly the missed changes', async () => {
