@@ -75,7 +75,8 @@ describe('remote server on ext4', { timeout: 300_000 }, () => {
     fs.renameSync(`${root}/src/a.ts`, `${root}/lib/b.ts`);
     fs.unlinkSync(`${root}/lib/b.ts`);
     await log.until(() => log.records.some((r) => r.kind === 'delete'));
-    const records = log.records;
+    // A file's create and its close-after-write may land in two batches: leave such updates out.
+    const records = log.records.filter((r) => r.kind !== 'update');
     assert.deepEqual(records.map(describeRecord), ['create src/', 'create src/a.ts', 'create lib/', 'rename src/a.ts->lib/b.ts', 'delete lib/b.ts']);
     const rename = records[3]!;
     assert.deepEqual(
@@ -349,7 +350,7 @@ describe('remote server on ext4', { timeout: 300_000 }, () => {
       c.close();
     }
     await log.until(() => files.every((f) => log.records.some((r) => r.path === f)), 10_000, 'every file the other client was told about');
-    assert.deepEqual(log.records.map(describeRecord), files.map((f) => `create ${f}`));
+    assert.deepEqual(log.records.filter((r) => r.kind !== 'update').map(describeRecord), files.map((f) => `create ${f}`));
     assert.ok(errors > 5000, `errors answered: ${errors}`);
     assert.equal(cut, 7, 'oversize frames end their connection');
     const c = await RawClient.hello(sock);
