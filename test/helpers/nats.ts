@@ -5,10 +5,10 @@
  * @module
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { connect as netConnect, createServer } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { accepts, freePort } from './loopback.js';
 
 /** A running nats-server. */
 export interface NatsServer {
@@ -17,27 +17,6 @@ export interface NatsServer {
   stop(): Promise<void>;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = netConnect(port, '127.0.0.1');
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
 
 /** Start `nats-server -js` and wait (up to 10 s) until it accepts connections. */
 export async function startNats(): Promise<NatsServer> {

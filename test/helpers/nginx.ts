@@ -6,10 +6,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { accepts, freePort } from './loopback.js';
 
 /** A running nginx. */
 export interface Nginx {
@@ -22,29 +22,6 @@ export interface Nginx {
   bytesServed(): Promise<number>;
   /** Stop nginx and remove its temp dir. Idempotent. */
   stop(): Promise<void>;
-}
-
-/** A TCP port that was free a moment ago. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function accepting(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = connect(port, '127.0.0.1');
-    c.once('connect', () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once('error', () => resolve(false));
-  });
 }
 
 /**
@@ -84,7 +61,7 @@ http {
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   child.once('error', () => undefined);
   const deadline = Date.now() + 10_000;
-  while (!(await accepting(port))) {
+  while (!(await accepts(port))) {
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
       await rm(dir, { recursive: true, force: true });
