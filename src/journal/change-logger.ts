@@ -7,7 +7,7 @@
  * @packageDocumentation
  */
 import { crawlSync, stateOfPath, sameObject, type EntryState, type IgnoreMatcher } from '../watch/index.js';
-import { joinPath } from '../resolve/paths.js';
+import { isUnder, joinPath } from '../resolve/paths.js';
 import type { NewChange, StateUpdate } from './store.js';
 import type { StateIndex } from './state-index.js';
 
@@ -37,11 +37,6 @@ function sameState(a: EntryState, b: EntryState): boolean {
 /** Stale paths remembered at most; past that, the oldest are forgotten. */
 const MAX_STALE = 10_000;
 
-/** True when `rel` is `dir` or below it (root-relative paths). */
-function isUnderRel(rel: string, dir: string): boolean {
-  return rel === dir || (rel.startsWith(dir) && rel.charCodeAt(dir.length) === 47);
-}
-
 /** Logs the changes of one root against its state index. Paths are relative to the root. */
 export class ChangeLogger {
   /**
@@ -55,7 +50,12 @@ export class ChangeLogger {
     readonly root: string,
     readonly index: StateIndex,
     readonly ignore: IgnoreMatcher,
-  ) {}
+  ) {
+    this.#prefix = root === '/' ? 1 : root.length + 1;
+  }
+
+  /** Length of the root's prefix in absolute paths: slicing it off gives the relative path. */
+  readonly #prefix: number;
 
   /**
    * Bring `rel` in the index in line with the disk, logging the difference. An `update` event on
@@ -87,7 +87,7 @@ export class ChangeLogger {
       out.changes.push({ time, kind: 'update', path: rel, isDir: now.isDir });
       out.fresh.add(rel);
     }
-    this.#set(rel, now, out);
+    this.#set(rel, now, time, out);
   }
 
   /**
@@ -106,7 +106,7 @@ export class ChangeLogger {
         out.state.push({ op: 'move', from, to });
         this.index.moveTree(from, to);
         // A rename changes the inode's ctime: index it as it is now, or a restart sees an update.
-        this.#set(to, now, out);
+        this.#set(to, now, time, out);
         if (now.isDir && this.#takeStaleUnder(from, to)) this.#syncTree(to, time, out);
         return;
       }
@@ -138,7 +138,7 @@ export class ChangeLogger {
     out.fresh.clear();
     out.state.push({ op: 'move', from, to });
     this.index.moveTree(from, to);
-    this.#set(to, now, out);
+    this.#set(to, now, time, out);
     // Paths named below the event's source are below `to` now, as are those below `from`.
     if (this.#takeStaleUnder(from, to, named)) this.#syncTree(to, time, out);
     // Something else may have taken the old path since.
@@ -153,7 +153,7 @@ export class ChangeLogger {
    * created or renamed since) fails this.
    */
   #canRenameTo(from: string, to: string): boolean {
-    if (isUnderRel(to, from) || !this.index.below(to).next().done) return false;
+    if (isUnder(to, from) || !this.index.below(to).next().done) return false;
     const slash = to.lastIndexOf('/');
     return slash < 0 || this.index.get(to.slice(0, slash))?.isDir === true;
   }
@@ -172,7 +172,7 @@ export class ChangeLogger {
   #takeStaleUnder(...dirs: (string | undefined)[]): boolean {
     let found = false;
     for (const p of this.#stale) {
-      if (!dirs.some((d) => d !== undefined && isUnderRel(p, d))) continue;
+      if (!dirs.some((d) => d !== undefined && isUnder(p, d))) continue;
       this.#stale.delete(p);
       found = true;
     }
@@ -181,12 +181,11 @@ export class ChangeLogger {
 
   /** Compare everything below directory `rel` with the disk, logging the differences. */
   #syncTree(rel: string, time: number, out: PendingCommit): void {
-    const prefix = this.root === '/' ? 1 : this.root.length + 1;
     const seen = new Set<string>();
     crawlSync(
       joinPath(this.root, rel),
       (path) => {
-        const child = path.slice(prefix);
+        const child = path.slice(this.#prefix);
         seen.add(child);
         this.path(child, 'create', time, out);
       },
@@ -220,30 +219,29 @@ export class ChangeLogger {
     }
     out.changes.push({ time, kind: 'create', path: rel, isDir: now.isDir });
     out.fresh.add(rel);
-    this.#set(rel, now, out);
+    this.#set(rel, now, time, out);
     if (!now.isDir) return;
-    const prefix = this.root === '/' ? 1 : this.root.length + 1;
     crawlSync(
       abs,
       (path) => {
         const st = stateOfPath(path);
-        const child = path.slice(prefix);
+        const child = path.slice(this.#prefix);
         if (!st || this.index.get(child)) return;
         out.changes.push({ time, kind: 'create', path: child, isDir: st.isDir });
         out.fresh.add(child);
-        this.#set(child, st, out);
+        this.#set(child, st, time, out);
       },
       this.ignore,
     );
   }
 
-  #set(rel: string, st: EntryState, out: PendingCommit): void {
+  #set(rel: string, st: EntryState, time: number, out: PendingCommit): void {
     // A directory has one path: one the index still holds elsewhere is stale (a crawl that raced
     // a rename saw it twice, or its move was never named).
     const other = st.isDir ? this.index.dirPathOf(st.ino) : undefined;
     this.index.set(rel, st);
     out.state.push({ op: 'set', path: rel, state: st });
-    if (other !== undefined && other !== rel && !isUnderRel(rel, other)) this.path(other, 'delete', Date.now(), out);
+    if (other !== undefined && other !== rel && !isUnder(rel, other)) this.path(other, 'delete', time, out);
   }
 }
 
@@ -268,6 +266,6 @@ export function withoutDuplicateDirs(root: string, tree: Map<string, EntryState>
     if (keepThis) byIno.set(st.ino, rel);
   }
   if (stale.length === 0) return tree;
-  for (const rel of [...tree.keys()]) if (stale.some((d) => isUnderRel(rel, d))) tree.delete(rel);
+  for (const rel of [...tree.keys()]) if (stale.some((d) => isUnder(rel, d))) tree.delete(rel);
   return tree;
 }
