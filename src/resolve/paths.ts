@@ -34,7 +34,8 @@ const O_PATH_CLOEXEC = 0o10000000 | 0o2000000;
 const NOT_WANTED: ResolvedPaths = Object.freeze({});
 const DELETED_SUFFIX = ' (deleted)';
 
-function entryExists(path: string): boolean {
+/** Whether anything (a file, a directory, a dangling symlink) is at `path` now. */
+export function entryExists(path: string): boolean {
   try {
     return lstatSync(path, { throwIfNoEntry: false }) !== undefined;
   } catch {

@@ -3,11 +3,10 @@
  * @packageDocumentation
  */
 import { dirname } from 'node:path';
-import { lstatSync } from 'node:fs';
 import { EventBit } from '../kernel/constants.js';
 import type { DecodedEvent } from '../kernel/events.js';
 import type { FileId } from '../kernel/fileid.js';
-import { isUnder, type ResolvedPaths } from '../resolve/paths.js';
+import { entryExists, isUnder, type ResolvedPaths } from '../resolve/paths.js';
 import { crawlSync } from './crawl.js';
 import type { IgnoreMatcher } from './ignore.js';
 import type { RescanReason, WatchEvent } from './types.js';
@@ -97,7 +96,7 @@ export class RootWatch {
     const m = ev.mask;
     if (m & EventBit.CREATE && m & EventBit.DELETE) {
       // Merged in the queue, order lost: the file system says how it ended.
-      if (exists(path)) this.#appeared(path, isDir, time, false);
+      if (entryExists(path)) this.#appeared(path, isDir, time, false);
     } else if (m & EventBit.CREATE) {
       this.#appeared(path, isDir, time, false);
     } else if (m & EventBit.DELETE) {
@@ -150,14 +149,5 @@ export class RootWatch {
     } else if (path !== undefined && isUnder(path, this.root) && this.ignore.ignores(path)) {
       this.#ignored(path, ev.isDir);
     }
-  }
-}
-
-function exists(path: string): boolean {
-  try {
-    lstatSync(path);
-    return true;
-  } catch {
-    return false;
   }
 }
