@@ -7,30 +7,12 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { parseCursor, rootTag } from '../src/journal/index.js';
 import { useLoopFs, requireRoot } from './helpers/loopfs.js';
-import { RecorderChild, fanOk, removeStateDirs, runFan, tempStateDir, waitUntil } from './helpers/journal.js';
+import { RecorderChild, fanOk, journalStatus, removeStateDirs, runFan, tempStateDir, waitUntil, type StatusJson } from './helpers/journal.js';
 
 requireRoot();
 after(removeStateDirs);
 
-/** `fan journal status --json`. */
-interface StatusJson {
-  db: string;
-  instance: string;
-  sizeBytes: number;
-  roots: {
-    root: string;
-    changes: number;
-    newestSeq: number;
-    oldestCursor: string;
-    recorderPid: number | null;
-    lastStopClean: boolean;
-    lastReconcile: { at: string; ms: number; changes: number } | null;
-  }[];
-}
 
-async function status(stateDir: string): Promise<StatusJson> {
-  return JSON.parse(await fanOk(['journal', 'status', '--json', '--state-dir', stateDir])) as StatusJson;
-}
 
 describe('fan journal', { timeout: 300_000 }, () => {
   const loop = useLoopFs({ fstype: 'ext4' });
@@ -93,7 +75,7 @@ describe('fan journal', { timeout: 300_000 }, () => {
     const rec = await RecorderChild.start(stateDir, [root]);
     let live: StatusJson;
     try {
-      live = await status(stateDir);
+      live = await journalStatus(stateDir);
       assert.deepEqual(Object.keys(live).sort(), ['db', 'instance', 'roots', 'sizeBytes']);
       assert.equal(live.db, `${stateDir}/journal.db`);
       assert.match(live.instance, /^[0-9a-f]{32}$/);
@@ -119,7 +101,7 @@ describe('fan journal', { timeout: 300_000 }, () => {
       fs.writeFileSync(`${root}/b`, 'b');
       fs.mkdirSync(`${root}/d`);
       await fanOk(['journal', 'since', '--state-dir', stateDir, root, c0]); // syncs with the recorder
-      const after1 = await status(stateDir);
+      const after1 = await journalStatus(stateDir);
       assert.ok(after1.roots[0]!.newestSeq >= 2, `newestSeq ${after1.roots[0]!.newestSeq}`);
       assert.equal(after1.roots[0]!.changes, after1.roots[0]!.newestSeq);
       assert.equal(after1.roots[0]!.oldestCursor, c0, 'nothing pruned');
@@ -134,7 +116,7 @@ describe('fan journal', { timeout: 300_000 }, () => {
       const exit = await rec.kill('SIGINT');
       assert.deepEqual(exit, { code: 0, signal: null }, `fan journal run on SIGINT: ${rec.stderr}`);
     }
-    const stopped = await status(stateDir);
+    const stopped = await journalStatus(stateDir);
     assert.equal(stopped.instance, live.instance);
     assert.equal(stopped.roots[0]!.recorderPid, null);
     assert.equal(stopped.roots[0]!.lastStopClean, true);
@@ -169,7 +151,7 @@ describe('fan journal', { timeout: 300_000 }, () => {
       const r2 = await runFan(['journal', 'run', '--state-dir', stateDir, other, root]);
       assert.equal(r2.code, 1, r2.stderr);
       assert.ok(r2.stderr.includes(`already being recorded by pid ${first.pid}`), r2.stderr);
-      const s = await status(stateDir);
+      const s = await journalStatus(stateDir);
       assert.equal(s.roots.find((x) => x.root === root)?.recorderPid, first.pid);
       assert.equal(s.roots.find((x) => x.root === other)?.recorderPid ?? null, null);
       // The first recorder still works.
@@ -247,11 +229,11 @@ describe('fan journal', { timeout: 300_000 }, () => {
     fs.writeFileSync(`${root}/a`, 'a');
     await rec.kill('SIGINT');
     const c0 = (await fanOk(['journal', 'cursor', '--state-dir', stateDir, root])).trim();
-    const before = await status(stateDir);
+    const before = await journalStatus(stateDir);
     const out = await fanOk(['journal', 'rebuild', '--state-dir', stateDir]);
     assert.equal(out, `journal ${stateDir}/journal.db is usable (instance ${before.instance})\n`);
     assert.deepEqual(fs.readdirSync(stateDir).filter((f) => f.includes('corrupt')), []);
-    const afterRebuild = await status(stateDir);
+    const afterRebuild = await journalStatus(stateDir);
     assert.equal(afterRebuild.instance, before.instance);
     assert.deepEqual(afterRebuild.roots.map((r) => [r.root, r.newestSeq]), before.roots.map((r) => [r.root, r.newestSeq]));
     assert.equal((await fanOk(['journal', 'cursor', '--state-dir', stateDir, root])).trim(), c0);

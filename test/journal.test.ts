@@ -24,6 +24,7 @@ import {
   changeSet,
   describeChange,
   fanOk,
+  journalStatus,
   prng,
   removeStateDirs,
   runFan,
@@ -182,7 +183,7 @@ describe('journal on ext4', { timeout: 600_000 }, () => {
       rec = undefined;
       assert.equal(exit.signal, 'SIGKILL');
 
-      const statusAfterKill = JSON.parse(await fanOk(['journal', 'status', '--json', '--state-dir', stateDir])) as StatusJson;
+      const statusAfterKill = await journalStatus(stateDir);
       assert.equal(statusAfterKill.roots.length, 1);
       assert.equal(statusAfterKill.roots[0]!.root, root);
       assert.equal(statusAfterKill.roots[0]!.lastStopClean, false);
@@ -212,7 +213,7 @@ describe('journal on ext4', { timeout: 600_000 }, () => {
         'updated mod.txt',
       ]);
 
-      const status = JSON.parse(await fanOk(['journal', 'status', '--json', '--state-dir', stateDir])) as StatusJson;
+      const status = await journalStatus(stateDir);
       const row = status.roots[0]!;
       assert.equal(row.recorderPid, process.pid);
       assert.ok(row.lastReconcile, 'a reconciliation ran');
@@ -221,7 +222,7 @@ describe('journal on ext4', { timeout: 600_000 }, () => {
       assert.ok(row.lastReconcile.changes === 6 || row.lastReconcile.changes === 7, `reconcile logged ${row.lastReconcile.changes} changes`);
       await j.close();
       j = undefined;
-      const stopped = JSON.parse(await fanOk(['journal', 'status', '--json', '--state-dir', stateDir])) as StatusJson;
+      const stopped = await journalStatus(stateDir);
       assert.equal(stopped.roots[0]!.lastStopClean, true);
     } finally {
       await rec?.kill('SIGKILL');
@@ -379,7 +380,7 @@ describe('journal on ext4', { timeout: 600_000 }, () => {
       const edge = await jp.since(cur(row.lowSeq - 1));
       assert.equal(edge.freshInstance, false);
       assert.deepEqual(changeSet(edge.changes, root), ['created p2/']);
-      const status = JSON.parse(await fanOk(['journal', 'status', '--json', '--state-dir', stateDir])) as StatusJson;
+      const status = await journalStatus(stateDir);
       assert.equal(status.roots.find((s) => s.root === root)!.oldestCursor, cur(row.lowSeq - 1));
     } finally {
       await jp.close();
@@ -657,21 +658,6 @@ describe('journal on ext4', { timeout: 600_000 }, () => {
   });
 });
 
-/** `fan journal status --json`. */
-interface StatusJson {
-  db: string;
-  instance: string;
-  sizeBytes: number;
-  roots: {
-    root: string;
-    changes: number;
-    newestSeq: number;
-    oldestCursor: string;
-    recorderPid: number | null;
-    lastStopClean: boolean;
-    lastReconcile: { at: string; ms: number; changes: number } | null;
-  }[];
-}
 
 // ---------------------------------------------------------------------------------------------
 // The property test.

@@ -86,6 +86,27 @@ export async function fanOk(args: readonly string[], timeoutMs?: number): Promis
 }
 
 /** A `fan journal run` child. */
+/** `fan journal status --json`. */
+export interface StatusJson {
+  db: string;
+  instance: string;
+  sizeBytes: number;
+  roots: {
+    root: string;
+    changes: number;
+    newestSeq: number;
+    oldestCursor: string;
+    recorderPid: number | null;
+    lastStopClean: boolean;
+    lastReconcile: { at: string; ms: number; changes: number } | null;
+  }[];
+}
+
+/** `fan journal status --json` of a state directory. */
+export async function journalStatus(stateDir: string): Promise<StatusJson> {
+  return JSON.parse(await fanOk(['journal', 'status', '--json', '--state-dir', stateDir])) as StatusJson;
+}
+
 export class RecorderChild {
   readonly child: ChildProcess;
   readonly pid: number;
