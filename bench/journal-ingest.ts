@@ -175,7 +175,7 @@ async function runOnce(b: Awaited<ReturnType<typeof makeBench>>, gen: string, ra
   let probe: DbProbe | undefined;
   try {
     await rec.waitFor('ready', 120_000);
-    const startMsgs = rec.msgs.length;
+    const startMsgs = rec.all.length;
     probe = new DbProbe(b.stateDir);
     const high0 = probe.high(root);
     const reader = await openJournal(root, { stateDir: b.stateDir, record: false });
@@ -213,7 +213,7 @@ async function runOnce(b: Awaited<ReturnType<typeof makeBench>>, gen: string, ra
     let sentinelSeq: number | undefined;
     while ((sentinelSeq = probe.find(root, high0, 'end-sentinel')) === undefined) {
       if (performance.now() > deadline) throw new Error('recorder did not catch up within 600 s');
-      if (!rec.alive) throw new Error(`recorder died: ${rec.other.slice(-2000)}`);
+      if (!rec.alive) throw new Error(`recorder died: ${rec.text.slice(-2000)}`);
       samples.push({ t: performance.now() - t0, high: probe.high(root) });
       await sleep(20);
     }
@@ -247,7 +247,7 @@ async function runOnce(b: Awaited<ReturnType<typeof makeBench>>, gen: string, ra
       for (const f of readdirSync(join(root, d))) want.set(join(root, d, f), 'created');
     }
     const final = compare(want, sinceAll.changes.map((c) => ({ path: c.path, kind: c.kind })));
-    const after = rec.msgs.slice(startMsgs);
+    const after = rec.all.slice(startMsgs);
     const res: Result = {
       rate,
       genOps: nums[0] ?? NaN,

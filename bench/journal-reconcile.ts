@@ -58,7 +58,7 @@ try {
   let t = performance.now();
   rec = new RecorderProc([b.root], b.stateDir);
   const ready0 = await rec.waitFor('ready', 120_000);
-  const first = rec.msgs.find((m) => m.type === 'reconcile');
+  const first = rec.all.find((m) => m.type === 'reconcile');
   const firstReadyMs = ready0.at - t;
   process.stderr.write(`first start: ready in ${fmt(firstReadyMs)} ms, first index ${fmt(Number(first?.ms))} ms (${String(first?.reason)})\n`);
 
@@ -77,7 +77,7 @@ try {
     });
     const ready = await rec.waitFor('ready', 120_000);
     const readyMs = ready.at - t;
-    const r = rec.msgs.find((m) => m.type === 'reconcile') as RunMsg & { ms: number; changes: number; reason: string };
+    const r = rec.all.find((m) => m.type === 'reconcile') as RunMsg & { ms: number; changes: number; reason: string };
     const j = await openJournal(b.root, { stateDir: b.stateDir, record: false });
     t = performance.now();
     const res = await j.since(cursor);

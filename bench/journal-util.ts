@@ -6,14 +6,13 @@
  *
  * @module
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
+import { NdjsonChild } from './ndjson-child.js';
 import { compileGen, createExt4, runGen, type Ext4 } from './watch-util.js';
 
 export { cpuSeconds, memMiB, fmt, median, table, verdict, parseFlags, machineNote, profileSummary, quantile } from './watch-util.js';
@@ -194,87 +193,28 @@ export interface RunMsg {
   [k: string]: unknown;
 }
 
-/** `node dist/src/cli/main.js journal run --json --state-dir D ROOT…` */
-export class RecorderProc {
-  readonly proc: ChildProcess;
-  readonly pid: number;
+/** `node dist/src/cli/main.js journal run --json --state-dir D ROOT…` (messages on stderr). */
+export class RecorderProc extends NdjsonChild<RunMsg> {
   readonly startedAt = performance.now();
-  readonly msgs: RunMsg[] = [];
-  #waiters: (() => void)[] = [];
-  #exited = false;
-  #other = '';
-  readonly exited: Promise<number | null>;
 
   constructor(roots: string[], stateDir: string, opts: { nodeFlags?: string[]; args?: string[] } = {}) {
-    this.proc = spawn(
+    super(
+      'fan journal run',
       process.execPath,
       [...(opts.nodeFlags ?? []), MAIN, 'journal', 'run', '--json', '--state-dir', stateDir, ...(opts.args ?? []), ...roots],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+      'stderr',
+      (p) => ({ ...(p as RunMsg), at: performance.now() }),
     );
-    if (this.proc.pid === undefined) throw new Error('could not start fan journal run');
-    this.pid = this.proc.pid;
-    this.proc.stdout?.setEncoding('utf8').on('data', (s: string) => {
-      if (this.#other.length < 20_000) this.#other += s;
-    });
-    createInterface({ input: this.proc.stderr! }).on('line', (line) => {
-      try {
-        this.msgs.push({ ...(JSON.parse(line) as RunMsg), at: performance.now() });
-      } catch {
-        if (this.#other.length < 20_000) this.#other += `${line}\n`;
-      }
-      this.#wake();
-    });
-    this.exited = new Promise((resolve) => {
-      this.proc.once('close', (code) => {
-        this.#exited = true;
-        this.#wake();
-        resolve(code);
-      });
-    });
   }
 
-  get alive(): boolean {
-    return !this.#exited;
+  /** Every message so far, in arrival order. */
+  get all(): readonly RunMsg[] {
+    return this.msgs;
   }
 
-  /** Non-JSON output (warnings, failures). */
-  get other(): string {
-    return this.#other;
-  }
-
-  #wake(): void {
-    for (const w of this.#waiters.splice(0)) w();
-  }
-
-  /** The first message of this type (kept in `msgs`). */
+  /** The first message of this type (kept). */
   async waitFor(type: string, timeoutMs: number): Promise<RunMsg> {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      const m = this.msgs.find((x) => x.type === type);
-      if (m) return m;
-      if (this.#exited) throw new Error(`fan journal run exited before "${type}": ${this.#other.slice(-2000)}`);
-      const left = deadline - performance.now();
-      if (left <= 0) throw new Error(`fan journal run: no "${type}" within ${timeoutMs} ms`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.#waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
-  }
-
-  kill(signal: NodeJS.Signals = 'SIGKILL'): void {
-    if (!this.#exited) this.proc.kill(signal);
-  }
-
-  /** SIGTERM (a clean stop); SIGKILL after `ms`. */
-  async stop(ms = 30_000): Promise<number | null> {
-    if (this.#exited) return this.exited;
-    this.proc.kill('SIGTERM');
-    const t = setTimeout(() => this.proc.kill('SIGKILL'), ms);
-    return this.exited.finally(() => clearTimeout(t));
+    return this.waitUntil(() => this.msgs.find((x) => x.type === type), `"${type}"`, timeoutMs);
   }
 }
 

@@ -4,7 +4,7 @@
  *   npm run build && node dist/bench/trace-storm.js [--files N] [--dirs D] [--deadline S]
  *                                                   [--profile DIR] [--keep]
  *
- * A C generator (bench/storm-gen.c, compiled into a temp dir with `cc`) creates, writes, closes
+ * A C generator (bench/watch-gen.c `storm`, compiled into a temp dir with `cc`) creates, writes, closes
  * and unlinks N files spread over D subdirectories as fast as it can, then removes the
  * subdirectories. It runs once without a tracer (baseline), once under `fatrace -c`, once
  * under `fan trace --json MOUNTPOINT` (the comparison), and once under `fan trace --json` without
@@ -27,7 +27,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createLoopFs, type LoopFs } from '../test/helpers/loopfs.js';
-import { profileSummary } from './watch-util.js';
+import { compileGen, profileSummary } from './watch-util.js';
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -229,15 +229,15 @@ interface GenResult {
 
 async function runGenerator(bin: string, root: string, o: Options): Promise<GenResult> {
   const t0 = performance.now();
-  const child = startChild(bin, [root, String(o.files), String(o.dirs)], '/');
+  const child = startChild(bin, ['storm', root, String(o.files), String(o.dirs)], '/');
   let out = '';
   child.proc.stdout?.on('data', (s: string) => (out += s));
   const timer = setTimeout(() => child.proc.kill('SIGKILL'), o.deadlineS * 1000);
   const exit = await child.exited.finally(() => clearTimeout(timer));
   const wallS = (performance.now() - t0) / 1000;
-  if (exit.code !== 0) throw new Error(`storm-gen failed (${exit.code ?? exit.signal}): ${child.stderr()}`);
+  if (exit.code !== 0) throw new Error(`watch-gen storm failed (${exit.code ?? exit.signal}): ${child.stderr()}`);
   const [made, , secs] = out.trim().split(' ');
-  if (Number(made) !== o.files) throw new Error(`storm-gen made ${made} files, expected ${o.files}`);
+  if (Number(made) !== o.files) throw new Error(`watch-gen storm made ${made} files, expected ${o.files}`);
   return { pid: child.pid, wallS, innerS: Number(secs) };
 }
 
@@ -561,9 +561,7 @@ async function main(): Promise<void> {
   const work = await mkdtemp(join(tmpdir(), 'trace-storm-'));
   let fs: LoopFs | undefined;
   try {
-    const src = fileURLToPath(new URL('../../bench/storm-gen.c', import.meta.url));
-    const genBin = join(work, 'storm-gen');
-    execFileSync('cc', ['-O2', '-Wall', '-o', genBin, src], { stdio: 'inherit' });
+    const genBin = compileGen(work);
     fs = await createLoopFs({ fstype: 'ext4', sizeMiB: 1024 });
     const queue = readFileSync('/proc/sys/fs/fanotify/max_queued_events', 'utf8').trim();
     let fatraceVersion = '(version unknown)';

@@ -10,9 +10,9 @@ import { readFileSync, readdirSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import { cpus, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { NdjsonChild } from './ndjson-child.js';
 
 // ---------------------------------------------------------------------------------------------
 // Arguments
@@ -293,16 +293,8 @@ export interface ChildOptions {
   nodeFlags?: string[];
 }
 
-/** A watcher in its own node process, so its RSS and CPU are its own. */
-export class WatcherChild {
-  readonly proc: ChildProcess;
-  readonly pid: number;
-  readonly #msgs: ChildMsg[] = [];
-  #waiters: (() => void)[] = [];
-  #stderr = '';
-  #exited = false;
-  readonly exited: Promise<number | null>;
-
+/** A watcher in its own node process, so its RSS and CPU are its own (messages on stdout). */
+export class WatcherChild extends NdjsonChild<ChildMsg> {
   constructor(readonly opts: ChildOptions) {
     const script = fileURLToPath(new URL('./watch-child.js', import.meta.url));
     const args = [
@@ -316,65 +308,27 @@ export class WatcherChild {
       '--report',
       opts.report === false ? '0' : '1',
     ];
-    this.proc = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    if (this.proc.pid === undefined) throw new Error('could not start watch-child');
-    this.pid = this.proc.pid;
-    this.proc.stderr?.setEncoding('utf8').on('data', (s: string) => {
-      if (this.#stderr.length < 100_000) this.#stderr += s;
-    });
-    createInterface({ input: this.proc.stdout! }).on('line', (line) => {
-      try {
-        this.#msgs.push(JSON.parse(line) as ChildMsg);
-      } catch {
-        this.#stderr += `[stdout] ${line}\n`;
-      }
-      this.#wake();
-    });
-    this.exited = new Promise((resolve) => {
-      this.proc.once('close', (code) => {
-        this.#exited = true;
-        this.#wake();
-        resolve(code);
-      });
-    });
-  }
-
-  get alive(): boolean {
-    return !this.#exited;
-  }
-
-  get stderr(): string {
-    return this.#stderr;
-  }
-
-  #wake(): void {
-    for (const w of this.#waiters.splice(0)) w();
+    super(`${opts.tool} child`, process.execPath, args, 'stdout');
   }
 
   /** Messages received so far (and not taken). */
   take(): ChildMsg[] {
-    return this.#msgs.splice(0);
+    return this.msgs.splice(0);
   }
 
   /** Wait for the first message matching `pred` (earlier non-matching ones are kept). */
   async next<M extends ChildMsg>(pred: (m: ChildMsg) => m is M, timeoutMs: number): Promise<M> {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      const i = this.#msgs.findIndex(pred);
-      if (i >= 0) return this.#msgs.splice(i, 1)[0] as M;
-      const fail = this.#msgs.find((m) => m.t === 'fail');
-      if (fail && fail.t === 'fail') throw new Error(`${this.opts.tool}: ${fail.message}`);
-      if (this.#exited) throw new Error(`${this.opts.tool} child exited: ${this.#stderr.slice(-2000)}`);
-      const left = deadline - performance.now();
-      if (left <= 0) throw new Error(`${this.opts.tool}: no answer within ${timeoutMs} ms`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.#waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
+    return this.waitUntil(
+      () => {
+        const i = this.msgs.findIndex(pred);
+        if (i >= 0) return this.msgs.splice(i, 1)[0] as M;
+        const fail = this.msgs.find((m) => m.t === 'fail');
+        if (fail && fail.t === 'fail') throw new Error(`${this.opts.tool}: ${fail.message}`);
+        return undefined;
+      },
+      'answer',
+      timeoutMs,
+    );
   }
 
   send(cmd: Record<string, unknown>): void {
@@ -388,14 +342,10 @@ export class WatcherChild {
 
   /** Ask the child to close its watcher and exit; SIGKILL after `ms`. */
   async close(ms = 15_000): Promise<void> {
-    if (this.#exited) return;
+    if (!this.alive) return;
     this.send({ c: 'close' });
     const t = setTimeout(() => this.proc.kill('SIGKILL'), ms);
     await this.exited.finally(() => clearTimeout(t));
-  }
-
-  kill(): void {
-    if (!this.#exited) this.proc.kill('SIGKILL');
   }
 }
 
