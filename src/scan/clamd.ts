@@ -218,8 +218,8 @@ interface Running {
   /** performance.now() by which it must be done. */
   readonly deadline: number;
   /** Abort it as timed out. */
-  expire(): void;
-  abort(reason: Error): void;
+  expire: () => void;
+  abort: (reason: Error) => void;
 }
 
 /** Given to a request's sender. */
@@ -337,6 +337,36 @@ class Connection {
       }
       this.socket.write(data, (err) => (err ? reject(err) : resolve()));
       last?.sent();
+    });
+  }
+
+  /**
+   * The reply to a request the caller has just sent in full, synchronously (the FILDES fast
+   * path: no reply can have been read yet). Checked like {@link request}'s: a reply with the
+   * wrong session id, or any failure, destroys the connection.
+   */
+  awaitReply(): Promise<ClamdReply> {
+    const id = this.session ? this.#nextId++ : undefined;
+    this.uses++;
+    this.socket.ref();
+    return new Promise<ClamdReply>((resolve, reject) => {
+      this.#waiter = {
+        resolve: (r) => {
+          if (id !== undefined && r.id !== id) {
+            const err = new ClamdError(`clamd at ${this.where} answered request ${String(r.id)} when ${id} was expected: ${JSON.stringify(r.body)}`, 'EPROTO', this.where);
+            this.fail(err);
+            reject(err);
+            return;
+          }
+          this.socket.unref();
+          this.lastUsed = Date.now();
+          resolve(r);
+        },
+        reject: (err) => {
+          this.fail(err);
+          reject(err);
+        },
+      };
     });
   }
 
@@ -474,7 +504,71 @@ export class ClamdScanner implements Scanner {
   }
 
   /** Scan the open file; see {@link Scanner.scan}. */
-  async scan(target: ScanTarget, signal?: AbortSignal): Promise<ScanResult> {
+  scan(target: ScanTarget, signal?: AbortSignal): Promise<ScanResult> {
+    return (signal === undefined && this.#fildesNow(target)) || this.#scan(target, signal);
+  }
+
+  /**
+   * The common FILDES case without the general path's queueing, retry and cancellation
+   * machinery (whose promises and closures cost a sequential scan more than its sendmsg): with a
+   * free slot and an idle session, the fd goes out in this call and one promise waits for the
+   * reply. Undefined when that is not the case, so the general path takes the scan; a
+   * connection failure afterwards (a session clamd closed while it was idle) hands the scan to
+   * the general path too, within the same deadline.
+   */
+  #fildesNow(target: ScanTarget): Promise<ScanResult> | undefined {
+    if (this.mode !== 'fildes' || this.#closed || this.#inFlight >= this.#poolSize || this.#slotWaiters.length > 0) return undefined;
+    if (!Number.isInteger(target.fd) || target.fd < 0) return undefined;
+    const conn = this.#takeIdle();
+    if (!conn) return undefined;
+    const sock = conn.fd;
+    let sent = -1;
+    try {
+      if (sock !== undefined) sent = native.sendFd(sock, target.fd, FILDES);
+    } catch {
+      // Left to the general path, which retries, waits out EAGAIN and words the error.
+    }
+    if (sent < FILDES.length) {
+      // Nothing sent, or half a command on the wire: this session is done either way.
+      conn.fail(new ClamdError(`clamd at ${this.#where}: sending the fd failed`, 'EIO', this.#where));
+      return undefined;
+    }
+    const started = performance.now();
+    this.#inFlight++;
+    const running: Running = {
+      deadline: started + this.#timeoutMs,
+      expire: () => conn.fail(new ClamdError(`clamd at ${this.#where} did not answer within ${this.#timeoutMs} ms (FILDES scan of ${target.path})`, 'ETIMEDOUT', this.#where)),
+      abort: (reason) => conn.fail(reason),
+    };
+    this.#running.add(running);
+    this.#deadlineTimer ??= this.#armDeadline(this.#timeoutMs);
+    return conn.awaitReply().then(
+      (reply) => {
+        let result: ScanResult;
+        try {
+          // Throws on ERROR and unparseable replies, so that connection is not reused.
+          result = this.#result(reply, target);
+          this.#release(conn);
+        } catch (err) {
+          conn.fail(err as Error);
+          result = errorResult(this.#explain(err, `FILDES scan of ${target.path}`));
+        }
+        this.#running.delete(running);
+        this.#releaseSlot();
+        return result;
+      },
+      (err: unknown) => {
+        this.#releaseSlot();
+        // The general path keeps this request's place among the deadlines (they are in order).
+        if (isConnectionError(err) && !this.#closed) return this.#scan(target, undefined, running);
+        this.#running.delete(running);
+        return errorResult(this.#explain(err, `FILDES scan of ${target.path}`));
+      },
+    );
+  }
+
+  /** The general path: a slot, a pooled or new connection, retries, all within the deadline (`prior`'s, if given). */
+  async #scan(target: ScanTarget, signal: AbortSignal | undefined, prior?: Running): Promise<ScanResult> {
     // Built only for a message: reading target.path may cost a lookup.
     const what = (): string => `${this.mode === 'fildes' ? 'FILDES' : 'INSTREAM'} scan of ${target.path}`;
     try {
@@ -487,14 +581,19 @@ export class ClamdScanner implements Scanner {
         size = target.size ?? fs.fstatSync(target.fd).size;
         if (size > this.#maxStreamBytes) throw this.#tooBig(target.path, size);
       }
-      return await this.#withDeadline(what, signal, async (conn, sig) => {
+      return await this.#withDeadline(
+        what,
+        signal,
+        async (conn, sig) => {
         const reply = await conn.request(
           (ctl) => (this.mode === 'fildes' ? this.#sendFildes(conn, target.fd, ctl, sig) : this.#sendInstream(conn, target, size!, ctl)),
           sig,
         );
         // Throws on ERROR and unparseable replies, so that connection is not reused.
         return this.#result(reply, target);
-      });
+        },
+        prior,
+      );
     } catch (err) {
       return errorResult(this.#explain(err, what()));
     }
@@ -584,30 +683,38 @@ export class ClamdScanner implements Scanner {
     return new ClamdError(`clamd at ${this.#where}: ${what} failed${code ? ` (${code})` : ''}: ${message}`, code ?? 'EIO', this.#where, { cause: err });
   }
 
-  /** Run fn on a pooled connection within the scan deadline, with retries on connection errors. */
-  async #withDeadline<T>(what: () => string, signal: AbortSignal | undefined, fn: (conn: Connection, signal: Cancel) => Promise<T>): Promise<T> {
-    if (this.#closed) throw new ClamdError(`clamd at ${this.#where}: the scanner is closed`, 'ECLOSED', this.#where);
+  /** Run fn on a pooled connection within the scan deadline (counted from `started`), with retries on connection errors. */
+  async #withDeadline<T>(
+    what: () => string,
+    signal: AbortSignal | undefined,
+    fn: (conn: Connection, signal: Cancel) => Promise<T>,
+    prior?: Running,
+  ): Promise<T> {
+    if (this.#closed) {
+      if (prior) this.#running.delete(prior);
+      throw new ClamdError(`clamd at ${this.#where}: the scanner is closed`, 'ECLOSED', this.#where);
+    }
     const cancel = new Cancel();
-    const started = performance.now();
+    const started = prior ? prior.deadline - this.#timeoutMs : performance.now();
     const queue: QueueState = { waiting: true, waitedMs: 0 };
-    const running: Running = {
-      deadline: started + this.#timeoutMs,
-      expire: () => {
-        const pool = `poolSize ${this.#poolSize}`;
-        const message = queue.waiting
-          ? `clamd at ${this.#where}: no free connection within ${this.#timeoutMs} ms (${pool}, all busy) for ${what()}`
-          : `clamd at ${this.#where} did not answer within ${this.#timeoutMs} ms (${what()}${
-              queue.waitedMs >= 1 ? `; ${Math.round(queue.waitedMs)} ms of it waiting for a free connection, ${pool}` : ''
-            })`;
-        cancel.abort(new ClamdError(message, 'ETIMEDOUT', this.#where));
-      },
-      abort: (reason) => cancel.abort(reason),
+    const running: Running = prior ?? { deadline: started + this.#timeoutMs, expire: () => {}, abort: () => {} };
+    running.expire = () => {
+      const pool = `poolSize ${this.#poolSize}`;
+      const message = queue.waiting
+        ? `clamd at ${this.#where}: no free connection within ${this.#timeoutMs} ms (${pool}, all busy) for ${what()}`
+        : `clamd at ${this.#where} did not answer within ${this.#timeoutMs} ms (${what()}${
+            queue.waitedMs >= 1 ? `; ${Math.round(queue.waitedMs)} ms of it waiting for a free connection, ${pool}` : ''
+          })`;
+      cancel.abort(new ClamdError(message, 'ETIMEDOUT', this.#where));
     };
+    running.abort = (reason) => cancel.abort(reason);
     const onCallerAbort = (): void => cancel.abort(new ClamdError(`clamd at ${this.#where}: ${what()} aborted by the caller`, 'EABORTED', this.#where, { cause: signal?.reason }));
     if (signal?.aborted) onCallerAbort();
     signal?.addEventListener('abort', onCallerAbort, { once: true });
-    this.#running.add(running);
-    this.#deadlineTimer ??= this.#armDeadline(this.#timeoutMs);
+    if (!prior) {
+      this.#running.add(running);
+      this.#deadlineTimer ??= this.#armDeadline(this.#timeoutMs);
+    }
     try {
       return await this.#attempts(cancel, fn, () => {
         queue.waiting = false;
