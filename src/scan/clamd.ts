@@ -505,39 +505,56 @@ export class ClamdScanner implements Scanner {
 
   /** Scan the open file; see {@link Scanner.scan}. */
   scan(target: ScanTarget, signal?: AbortSignal): Promise<ScanResult> {
-    return (signal === undefined && this.#fildesNow(target)) || this.#scan(target, signal);
+    return (signal === undefined && this.#sendNow(target)) || this.#scan(target, signal);
   }
 
   /**
-   * The common FILDES case without the general path's queueing, retry and cancellation
-   * machinery (whose promises and closures cost a sequential scan more than its sendmsg): with a
-   * free slot and an idle session, the fd goes out in this call and one promise waits for the
-   * reply. Undefined when that is not the case, so the general path takes the scan; a
-   * connection failure afterwards (a session clamd closed while it was idle) hands the scan to
-   * the general path too, within the same deadline.
+   * The common case without the general path's queueing, retry and cancellation machinery
+   * (whose promises and closures cost a sequential scan more than its syscalls): with a free
+   * slot and an idle session, the request goes out whole in this call (FILDES: the fd; INSTREAM:
+   * a file smaller than one chunk, read with one pread) and one promise waits for the reply.
+   * Undefined when that is not the case, so the general path takes the scan; a connection
+   * failure afterwards (a session clamd closed while it was idle) hands the scan to the general
+   * path too, within the same deadline.
    */
-  #fildesNow(target: ScanTarget): Promise<ScanResult> | undefined {
-    if (this.mode !== 'fildes' || this.#closed || this.#inFlight >= this.#poolSize || this.#slotWaiters.length > 0) return undefined;
+  #sendNow(target: ScanTarget): Promise<ScanResult> | undefined {
+    if (this.#closed || this.#inFlight >= this.#poolSize || this.#slotWaiters.length > 0) return undefined;
     if (!Number.isInteger(target.fd) || target.fd < 0) return undefined;
     const conn = this.#takeIdle();
     if (!conn) return undefined;
+    let request: Buffer = FILDES;
+    if (this.mode === 'instream') {
+      let whole: Buffer | undefined;
+      try {
+        // fstat of an open fd never waits on a disk (nor on a permission event).
+        const size = target.size ?? fs.fstatSync(target.fd).size;
+        if (size < this.#chunkBytes && size <= this.#maxStreamBytes) whole = this.#wholeStream(target.fd, size);
+      } catch {
+        // Left to the general path, which words the error.
+      }
+      if (!whole) {
+        this.#idle.push(conn); // untouched
+        return undefined;
+      }
+      request = whole;
+    }
     const sock = conn.fd;
     let sent = -1;
     try {
-      if (sock !== undefined) sent = native.sendFd(sock, target.fd, FILDES);
+      if (sock !== undefined) sent = request === FILDES ? native.sendFd(sock, target.fd, FILDES) : fs.writeSync(sock, request);
     } catch {
       // Left to the general path, which retries, waits out EAGAIN and words the error.
     }
-    if (sent < FILDES.length) {
-      // Nothing sent, or half a command on the wire: this session is done either way.
-      conn.fail(new ClamdError(`clamd at ${this.#where}: sending the fd failed`, 'EIO', this.#where));
+    if (sent < request.length) {
+      // Nothing sent, or half a request on the wire: this session is done either way.
+      conn.fail(new ClamdError(`clamd at ${this.#where}: sending the request failed`, 'EIO', this.#where));
       return undefined;
     }
     const started = performance.now();
     this.#inFlight++;
     const running: Running = {
       deadline: started + this.#timeoutMs,
-      expire: () => conn.fail(new ClamdError(`clamd at ${this.#where} did not answer within ${this.#timeoutMs} ms (FILDES scan of ${target.path})`, 'ETIMEDOUT', this.#where)),
+      expire: () => conn.fail(new ClamdError(`clamd at ${this.#where} did not answer within ${this.#timeoutMs} ms (${this.#what(target)})`, 'ETIMEDOUT', this.#where)),
       abort: (reason) => conn.fail(reason),
     };
     this.#running.add(running);
@@ -551,7 +568,7 @@ export class ClamdScanner implements Scanner {
           this.#release(conn);
         } catch (err) {
           conn.fail(err as Error);
-          result = errorResult(this.#explain(err, `FILDES scan of ${target.path}`));
+          result = errorResult(this.#explain(err, this.#what(target)));
         }
         this.#running.delete(running);
         this.#releaseSlot();
@@ -562,15 +579,14 @@ export class ClamdScanner implements Scanner {
         // The general path keeps this request's place among the deadlines (they are in order).
         if (isConnectionError(err) && !this.#closed) return this.#scan(target, undefined, running);
         this.#running.delete(running);
-        return errorResult(this.#explain(err, `FILDES scan of ${target.path}`));
+        return errorResult(this.#explain(err, this.#what(target)));
       },
     );
   }
 
   /** The general path: a slot, a pooled or new connection, retries, all within the deadline (`prior`'s, if given). */
   async #scan(target: ScanTarget, signal: AbortSignal | undefined, prior?: Running): Promise<ScanResult> {
-    // Built only for a message: reading target.path may cost a lookup.
-    const what = (): string => `${this.mode === 'fildes' ? 'FILDES' : 'INSTREAM'} scan of ${target.path}`;
+    const what = (): string => this.#what(target);
     try {
       if (!Number.isInteger(target.fd) || target.fd < 0) {
         throw new ClamdError(`clamd at ${this.#where}: ${what()}: bad fd ${String(target.fd)}`, 'EIO', this.#where);
@@ -639,6 +655,30 @@ export class ClamdScanner implements Scanner {
   }
 
   // -------------------------------------------------------------------------------------------
+
+  /** The scan, for messages (built only for one: reading target.path may cost a lookup). */
+  #what(target: ScanTarget): string {
+    return `${this.mode === 'fildes' ? 'FILDES' : 'INSTREAM'} scan of ${target.path}`;
+  }
+
+  /**
+   * A whole INSTREAM request in one buffer (command, one chunk, end of stream) for a file of
+   * `size` bytes, read with one synchronous pread of size + 1 bytes (through the event fd,
+   * which raises no event, so it cannot wait on the guard). Undefined when the file grew since
+   * its size was taken: it then needs the chunked stream.
+   */
+  #wholeStream(fd: number, size: number): Buffer | undefined {
+    const head = INSTREAM.length;
+    const buf = Buffer.allocUnsafe(head + 4 + size + 1 + 4);
+    INSTREAM.copy(buf, 0);
+    const n = fs.readSync(fd, buf, head + 4, size + 1, 0);
+    if (n > size) return undefined;
+    buf.writeUInt32BE(n, head);
+    // An empty chunk would end the stream early: an empty file is just the end.
+    const end = n === 0 ? head : head + 4 + n;
+    buf.writeUInt32BE(0, end);
+    return buf.subarray(0, end + 4);
+  }
 
   #tooBig(path: string, size: number): ClamdError {
     return new ClamdError(
@@ -905,20 +945,10 @@ export class ClamdScanner implements Scanner {
    * see the end) and sent in one write: command, chunk and end.
    */
   async #sendInstream(conn: Connection, target: ScanTarget, size: number, ctl: SendControl): Promise<void> {
-    if (size < this.#chunkBytes) {
-      const head = INSTREAM.length;
-      const buf = Buffer.allocUnsafe(head + 4 + size + 1 + 4);
-      INSTREAM.copy(buf, 0);
-      // One byte more than the size, to see a file that grew since the fstat.
-      const n = fs.readSync(target.fd, buf, head + 4, size + 1, 0);
-      if (n <= size) {
-        buf.writeUInt32BE(n, head);
-        // An empty chunk would end the stream early: an empty file is just the end.
-        const end = n === 0 ? head : head + 4 + n;
-        buf.writeUInt32BE(0, end);
-        await conn.write(buf.subarray(0, end + 4), ctl);
-        return;
-      }
+    const whole = size < this.#chunkBytes ? this.#wholeStream(target.fd, size) : undefined;
+    if (whole) {
+      await conn.write(whole, ctl);
+      return;
     }
     await conn.write(INSTREAM);
     let position = 0;
