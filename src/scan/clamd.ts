@@ -198,6 +198,11 @@ function sleep(ms: number, signal: Cancel): Promise<void> {
   );
 }
 
+/** Bytes of a whole INSTREAM request for a file of `size` bytes: command, length, size + 1 bytes (to see growth), end. */
+function wholeStreamBytes(size: number): number {
+  return INSTREAM.length + 4 + size + 1 + 4;
+}
+
 function positiveInt(value: number | undefined, fallback: number, name: string, min = 1): number {
   if (value === undefined) return fallback;
   if (!Number.isInteger(value) || value < min) throw new RangeError(`ClamdScanner: ${name} must be an integer ≥ ${min}, got ${value}`);
@@ -463,6 +468,7 @@ export class ClamdScanner implements Scanner {
    */
   readonly #running = new Set<Running>();
   #deadlineTimer: NodeJS.Timeout | undefined;
+  #scratchBuffer: Buffer = Buffer.alloc(0);
 
   constructor(options: ClamdOptions) {
     const { socket } = options;
@@ -528,7 +534,7 @@ export class ClamdScanner implements Scanner {
       try {
         // fstat of an open fd never waits on a disk (nor on a permission event).
         const size = target.size ?? fs.fstatSync(target.fd).size;
-        if (size < this.#chunkBytes && size <= this.#maxStreamBytes) whole = this.#wholeStream(target.fd, size);
+        if (size < this.#chunkBytes && size <= this.#maxStreamBytes) whole = this.#wholeStream(target.fd, size, this.#scratch(size));
       } catch {
         // Left to the general path, which words the error.
       }
@@ -664,12 +670,12 @@ export class ClamdScanner implements Scanner {
   /**
    * A whole INSTREAM request in one buffer (command, one chunk, end of stream) for a file of
    * `size` bytes, read with one synchronous pread of size + 1 bytes (through the event fd,
-   * which raises no event, so it cannot wait on the guard). Undefined when the file grew since
-   * its size was taken: it then needs the chunked stream.
+   * which raises no event, so it cannot wait on the guard), in `buf` (at least
+   * wholeStreamBytes(size) long). Undefined when the file grew since its size was taken: it then
+   * needs the chunked stream.
    */
-  #wholeStream(fd: number, size: number): Buffer | undefined {
+  #wholeStream(fd: number, size: number, buf: Buffer = Buffer.allocUnsafe(wholeStreamBytes(size))): Buffer | undefined {
     const head = INSTREAM.length;
-    const buf = Buffer.allocUnsafe(head + 4 + size + 1 + 4);
     INSTREAM.copy(buf, 0);
     const n = fs.readSync(fd, buf, head + 4, size + 1, 0);
     if (n > size) return undefined;
@@ -678,6 +684,17 @@ export class ClamdScanner implements Scanner {
     const end = n === 0 ? head : head + 4 + n;
     buf.writeUInt32BE(0, end);
     return buf.subarray(0, end + 4);
+  }
+
+  /**
+   * A buffer for a whole INSTREAM request of a file of `size` bytes that is written
+   * synchronously (so it is free again when the write returns): one per scanner, grown as
+   * needed, instead of a new one per scan.
+   */
+  #scratch(size: number): Buffer {
+    const need = wholeStreamBytes(size);
+    if (this.#scratchBuffer.length < need) this.#scratchBuffer = Buffer.allocUnsafe(Math.max(need, 16 * 1024));
+    return this.#scratchBuffer;
   }
 
   #tooBig(path: string, size: number): ClamdError {
