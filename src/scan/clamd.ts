@@ -964,10 +964,10 @@ export class ClamdScanner implements Scanner {
   async #sendInstream(conn: Connection, target: ScanTarget, size: number, ctl: SendControl): Promise<void> {
     const whole = size < this.#chunkBytes ? this.#wholeStream(target.fd, size) : undefined;
     if (whole) {
-      await conn.write(whole, ctl);
+      await this.#writeDirect(conn, whole, ctl);
       return;
     }
-    await conn.write(INSTREAM);
+    if (!(await this.#writeDirect(conn, INSTREAM))) return;
     let position = 0;
     for (;;) {
       if (!ctl.stillSending()) return;
@@ -981,8 +981,34 @@ export class ClamdScanner implements Scanner {
       if (position > this.#maxStreamBytes) throw this.#tooBig(target.path, position);
       chunk.writeUInt32BE(bytesRead, 0);
       if (!ctl.stillSending()) return;
-      await conn.write(chunk.subarray(0, 4 + bytesRead));
+      if (!(await this.#writeDirect(conn, chunk.subarray(0, 4 + bytesRead)))) return;
     }
-    if (ctl.stillSending()) await conn.write(Buffer.alloc(4), ctl);
+    if (ctl.stillSending()) await this.#writeDirect(conn, Buffer.alloc(4), ctl);
   }
+
+  /**
+   * Write `data` to the session's socket fd directly (as the fast path does), with `ctl.sent()`
+   * once all of it is out. EPIPE or ECONNRESET mean clamd stopped reading: it refused the stream
+   * (StreamMaxLength) and closed, and its answer, already in our receive buffer, settles the
+   * request; a write through the socket would destroy it on the error and lose that answer.
+   * What the socket buffer cannot take now goes through the socket's own queued write.
+   * @returns false when clamd stopped reading (send nothing more).
+   */
+  async #writeDirect(conn: Connection, data: Buffer, ctl?: SendControl): Promise<boolean> {
+    const sock = conn.fd;
+    let n = 0;
+    if (sock !== undefined) {
+      try {
+        n = fs.writeSync(sock, data);
+      } catch (err) {
+        const code = errCode(err);
+        if (code === 'EPIPE' || code === 'ECONNRESET') return false;
+        if (code !== 'EAGAIN') throw err;
+      }
+    }
+    if (n < data.length) await conn.write(n === 0 ? data : data.subarray(n), ctl);
+    else ctl?.sent();
+    return true;
+  }
+
 }
