@@ -13,6 +13,10 @@
  *   arrive out of order; we keep one request in flight per connection and check the id.
  * - An error reply can be followed by a second one ("PROTOCOL ERROR… ERROR\0Error processing
  *   command. ERROR\0"), so a connection that saw an error is never reused.
+ * - A stream over StreamMaxLength is refused ("INSTREAM size limit exceeded. ERROR") and the
+ *   connection closed at once: our next write fails with EPIPE, and through net.Socket that
+ *   error destroys the socket before the refusal is read. Requests are therefore written to the
+ *   socket's fd directly, and EPIPE just ends the sending.
  *
  * @module
  */
@@ -346,8 +350,8 @@ class Connection {
   }
 
   /**
-   * The reply to a request the caller has just sent in full, synchronously (the FILDES fast
-   * path: no reply can have been read yet). Checked like {@link request}'s: a reply with the
+   * The reply to a request the caller has just sent in full, synchronously (the fast path: no
+   * reply can have been read yet). Checked like {@link request}'s: a reply with the
    * wrong session id, or any failure, destroys the connection.
    */
   awaitReply(): Promise<ClamdReply> {
@@ -607,17 +611,20 @@ export class ClamdScanner implements Scanner {
         what,
         signal,
         async (conn, sig) => {
-        const reply = await conn.request(
-          (ctl) => (this.mode === 'fildes' ? this.#sendFildes(conn, target.fd, ctl, sig) : this.#sendInstream(conn, target, size!, ctl)),
-          sig,
-        );
-        // Throws on ERROR and unparseable replies, so that connection is not reused.
-        return this.#result(reply, target);
+          const reply = await conn.request(
+            (ctl) => (this.mode === 'fildes' ? this.#sendFildes(conn, target.fd, ctl, sig) : this.#sendInstream(conn, target, size!, ctl)),
+            sig,
+          );
+          // Throws on ERROR and unparseable replies, so that connection is not reused.
+          return this.#result(reply, target);
         },
         prior,
       );
     } catch (err) {
       return errorResult(this.#explain(err, what()));
+    } finally {
+      // Also when it failed before reaching #withDeadline (which removes its own entry).
+      if (prior) this.#running.delete(prior);
     }
   }
 
@@ -740,17 +747,18 @@ export class ClamdScanner implements Scanner {
     return new ClamdError(`clamd at ${this.#where}: ${what} failed${code ? ` (${code})` : ''}: ${message}`, code ?? 'EIO', this.#where, { cause: err });
   }
 
-  /** Run fn on a pooled connection within the scan deadline (counted from `started`), with retries on connection errors. */
+  /**
+   * Run fn on a pooled connection within the scan deadline, with retries on connection errors.
+   * With `prior` (a fast-path request handed over), its deadline and its place among the
+   * deadlines are kept.
+   */
   async #withDeadline<T>(
     what: () => string,
     signal: AbortSignal | undefined,
     fn: (conn: Connection, signal: Cancel) => Promise<T>,
     prior?: Running,
   ): Promise<T> {
-    if (this.#closed) {
-      if (prior) this.#running.delete(prior);
-      throw new ClamdError(`clamd at ${this.#where}: the scanner is closed`, 'ECLOSED', this.#where);
-    }
+    if (this.#closed) throw new ClamdError(`clamd at ${this.#where}: the scanner is closed`, 'ECLOSED', this.#where);
     const cancel = new Cancel();
     const started = prior ? prior.deadline - this.#timeoutMs : performance.now();
     const queue: QueueState = { waiting: true, waitedMs: 0 };
