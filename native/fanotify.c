@@ -77,6 +77,12 @@
 #define READER_MAX_BUFFER (1u << 30)
 /* Reads per poll wakeup, so one busy group cannot starve the loop. */
 #define READER_MAX_READS 64
+/*
+ * Larger than any one event (metadata and every info record: handles of at most 128 bytes,
+ * a name of at most 255). A read that left this much of the buffer unused took every queued
+ * event.
+ */
+#define READER_EVENT_ROOM 4096
 /* fds accepted in one recvmsg; extras beyond the first are closed. */
 #define RECV_MAX_FDS 32
 
@@ -513,6 +519,12 @@ static void reader_on_poll(uv_poll_t *handle, int status, int events) {
       reader_close(r);
       return;
     }
+    /*
+     * The queue was empty as of this read: another read would only say EAGAIN (one wasted
+     * syscall per wakeup, which is per event when they come one at a time). The poll is
+     * level-triggered, so an event queued since wakes us again.
+     */
+    if ((size_t)n + READER_EVENT_ROOM <= r->bufsize) break;
   }
 }
 

@@ -305,38 +305,41 @@ describe('ClamdScanner with a real clamd', () => {
     }
   });
 
-  test('a stale pooled session whose server vanished is retried on a fresh connection', T, async () => {
-    // Replies once per connection, then closes it, so a pooled session is dead on reuse.
-    let conns = 0;
-    const socket = path.join(tmp, `oneshot-${fileCount++}.sock`);
-    const server = net.createServer((s) => {
-      conns++;
-      let id = 0;
-      s.on('error', () => {});
-      s.on('data', (d: Buffer) => {
-        for (const cmd of d.toString('latin1').split('\0')) {
-          if (cmd === 'zFILDES' || cmd === 'zINSTREAM') {
-            id++;
-            // Answer and keep the connection open but mark it to be dropped silently on next use.
-            if (id === 1) s.write(`${id}: stream: OK\0`);
-            else s.destroy();
+  for (const mode of ['instream', 'fildes'] as const) {
+    test(`${mode}: a stale pooled session whose server vanished is retried on a fresh connection`, T, async () => {
+      // Replies once per connection, then closes it, so a pooled session is dead on reuse.
+      let conns = 0;
+      const socket = path.join(tmp, `oneshot-${fileCount++}.sock`);
+      const server = net.createServer((s) => {
+        conns++;
+        let id = 0;
+        s.on('error', () => {});
+        s.on('data', (d: Buffer) => {
+          for (const cmd of d.toString('latin1').split('\0')) {
+            if (cmd === 'zFILDES' || cmd === 'zINSTREAM') {
+              id++;
+              // Answer and keep the connection open but mark it to be dropped silently on next use.
+              if (id === 1) s.write(`${id}: stream: OK\0`);
+              else s.destroy();
+            }
           }
-        }
+        });
       });
+      await new Promise<void>((resolve) => server.listen(socket, resolve));
+      const scanner = new ClamdScanner({ socket, mode, retries: 0 });
+      try {
+        const f = openFile(cleanContent());
+        assert.deepEqual(await scanner.scan(f), { verdict: 'clean' });
+        // The pooled session breaks mid-request (for FILDES: after the fd went out at once on it):
+        // reconnect once without using up a retry.
+        assert.deepEqual(await scanner.scan(f), { verdict: 'clean' });
+        assert.equal(conns, 2);
+      } finally {
+        await scanner.close();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      }
     });
-    await new Promise<void>((resolve) => server.listen(socket, resolve));
-    const scanner = new ClamdScanner({ socket, mode: 'instream', retries: 0 });
-    try {
-      const f = openFile(cleanContent());
-      assert.deepEqual(await scanner.scan(f), { verdict: 'clean' });
-      // The pooled session breaks mid-request: reconnect once without using up a retry.
-      assert.deepEqual(await scanner.scan(f), { verdict: 'clean' });
-      assert.equal(conns, 2);
-    } finally {
-      await scanner.close();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    }
-  });
+  }
 
   test('clamd stopped: pooled scanner answers an error naming the socket, fast', T, async () => {
     const own = await startClamd();

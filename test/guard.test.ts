@@ -6,6 +6,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { Guard, parsePolicy, policyFrom, type DecisionRecord, type PolicyInput } from '../src/guard/index.js';
 import { functionScanner } from '../src/scan/index.js';
 import { ClamdScanner } from '../src/scan/clamd.js';
@@ -360,4 +361,63 @@ describe('on-access scanning with a real clamd', { timeout: 180_000 }, () => {
       }
     });
   }
+
+  test('fan scan --prevent --json --log: decisions are written in batches while it runs, and the last ones at SIGTERM', async () => {
+    const dir = `${loop.fs.dir}/cli`;
+    fs.mkdirSync(dir);
+    const files = Array.from({ length: 20 }, (_, i) => `${dir}/f${i}`);
+    files.forEach((f, i) => fs.writeFileSync(f, i === 7 ? `x ${TEST_MALWARE} y` : `clean ${i}`));
+    fs.writeFileSync(`${dir}/last`, 'last');
+    const logFile = `${loop.fs.dir}/../scan-log.ndjson`;
+    const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+    const child = spawn(process.execPath, [cli, 'scan', '--clamd', clamd.socket, '--prevent', '--json', '--log', logFile, dir], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const lines = (): Record<string, unknown>[] =>
+      (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8') : '')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+    try {
+      await deadline(
+        (async () => {
+          while (!stderr.includes('fan: guarding')) await new Promise((r) => setTimeout(r, 20));
+        })(),
+        20_000,
+        'fan scan to start',
+      );
+      const opened = await runInChild(
+        `const fs = require('node:fs');
+         for (const f of process.argv.slice(1)) {
+           try { fs.closeSync(fs.openSync(f, 'r')); process.stdout.write('ok\\n'); } catch (e) { process.stdout.write(e.code + '\\n'); }
+         }`,
+        { args: files, timeoutMs: 30_000 },
+      );
+      assert.deepEqual(opened.stdout.trim().split('\n'), files.map((_, i) => (i === 7 ? 'EPERM' : 'ok')));
+      // Written on their own within the batch interval (20 ms), long before any exit.
+      await deadline(
+        (async () => {
+          while (lines().length < files.length) await new Promise((r) => setTimeout(r, 20));
+        })(),
+        5_000,
+        'the decision lines of a running fan scan',
+      );
+      // The last decision is still queued when SIGTERM arrives: the exit writes it.
+      const last = await openInChild(`${dir}/last`, { timeoutMs: 20_000 });
+      assert.deepEqual([last.ok, last.code], [true, null]);
+    } catch (err) {
+      child.kill('SIGKILL');
+      await exited;
+      throw err;
+    }
+    child.kill('SIGTERM');
+    assert.equal(await deadline(exited, 20_000, 'fan scan to exit on SIGTERM'), 0, stderr);
+    const log = lines();
+    assert.deepEqual(
+      log.map((r) => [r.path, r.answer, r.signature ?? null]),
+      [...files, `${dir}/last`].map((f, i) => [f, i === 7 ? 'deny' : 'allow', i === 7 ? TEST_SIGNATURE_REPORTED : null]),
+    );
+    fs.rmSync(logFile);
+  });
 });

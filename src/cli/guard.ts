@@ -2,13 +2,12 @@
  * `fan guard` and `fan scan`: answer permission events by policy, or by a clamd scan.
  * @packageDocumentation
  */
-import { createWriteStream, type WriteStream } from 'node:fs';
 import { createConnection } from 'node:net';
 import { Command, Option } from 'commander';
 import { Guard, loadPolicy, policyFrom, type DecisionRecord, type Policy } from '../guard/index.js';
 import { ClamdScanner, quarantine } from '../scan/index.js';
 import { native } from '../native.js';
-import { onShutdown, positiveInt, reportFailure } from './output.js';
+import { LineWriter, onShutdown, positiveInt, reportFailure } from './output.js';
 
 interface CommonFlags {
   json?: boolean;
@@ -19,16 +18,24 @@ interface CommonFlags {
   cache?: boolean;
 }
 
-/** The decision log: NDJSON (or text) lines, written asynchronously (never blocks the answering thread). */
-function decisionLog(flags: CommonFlags): { stream: WriteStream | NodeJS.WriteStream; write(r: DecisionRecord): void } {
-  const stream = flags.log ? createWriteStream(flags.log, { flags: 'a' }) : process.stdout;
+/**
+ * How long a decision line may wait to be written. Lines are written in batches, apart from
+ * answering: one write(2) per line, in series with the answers, cost a sequential scan more than
+ * a tenth of its throughput.
+ */
+const LOG_FLUSH_MS = 20;
+
+/** The decision log: NDJSON (or text) lines, written in batches; everything queued is written at exit. */
+function decisionLog(flags: CommonFlags): { writer: LineWriter; write(r: DecisionRecord): void } {
+  const writer = new LineWriter(flags.log, { flushAfterMs: LOG_FLUSH_MS });
   return {
-    stream,
+    writer,
     write(r) {
-      const line = flags.json
-        ? JSON.stringify(r)
-        : `${r.answer.toUpperCase().padEnd(5)} ${r.event.padEnd(6)} ${r.comm ?? '?'}(${r.pid}) ${r.path}  [${r.rule}${r.signature ? `: ${r.signature}` : ''}${r.error ? `: ${r.error}` : ''}${r.dryRun ? ', dry run' : ''}${r.cached ? ', cached' : ''}]`;
-      stream.write(`${line}\n`);
+      writer.push(
+        flags.json
+          ? JSON.stringify(r)
+          : `${r.answer.toUpperCase().padEnd(5)} ${r.event.padEnd(6)} ${r.comm ?? '?'}(${r.pid}) ${r.path}  [${r.rule}${r.signature ? `: ${r.signature}` : ''}${r.error ? `: ${r.error}` : ''}${r.dryRun ? ', dry run' : ''}${r.cached ? ', cached' : ''}]`,
+      );
     },
   };
 }
@@ -51,7 +58,7 @@ async function clamdPid(socket: string): Promise<number | undefined> {
 }
 
 /** Serve until SIGINT/SIGTERM; SIGHUP runs `onHup` (default: flush cached decisions), SIGUSR1 prints metrics. */
-function run(guard: Guard, flags: CommonFlags, stream: { end?: () => void }, onHup?: () => void): void {
+function run(guard: Guard, flags: CommonFlags, log: LineWriter, onHup?: () => void): void {
   process.stderr.write(`fan: guarding (${guard.policy.rules.length} rules, deadline ${guard.policy.timeoutMs} ms, errors → ${guard.policy.onError})${flags.dryRun ? ' in dry-run mode: everything is allowed' : ''}\n`);
   process.on(
     'SIGHUP',
@@ -64,8 +71,8 @@ function run(guard: Guard, flags: CommonFlags, stream: { end?: () => void }, onH
   process.on('SIGUSR1', () => process.stderr.write(`${JSON.stringify({ metrics: guard.metrics })}\n`));
   onShutdown(async () => {
     await guard.close(); // answers every pending event before exit
+    log.close(); // every decision, the last answers' included, is written before exit
     process.stderr.write(`${JSON.stringify({ metrics: guard.metrics })}\n`);
-    stream.end?.();
   });
 }
 
@@ -122,7 +129,7 @@ and ext4/xfs/btrfs (pre-content events).`,
           excludePids: scannerPid ? [scannerPid] : [],
           ownPaths: flags.log ? [flags.log] : [],
         });
-        run(guard, flags, log.stream as { end?: () => void }, () => {
+        run(guard, flags, log.writer, () => {
           loadPolicy(flags.policy).then(
             (next: Policy) => {
               guard.reload(next);
@@ -201,7 +208,7 @@ export function scanCommand(): Command {
                 }
               : undefined,
           });
-          run(guard, flags, log.stream as { end?: () => void });
+          run(guard, flags, log.writer);
         } catch (err) {
           reportFailure(err);
         }

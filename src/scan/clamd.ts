@@ -13,6 +13,10 @@
  *   arrive out of order; we keep one request in flight per connection and check the id.
  * - An error reply can be followed by a second one ("PROTOCOL ERROR… ERROR\0Error processing
  *   command. ERROR\0"), so a connection that saw an error is never reused.
+ * - A stream over StreamMaxLength is refused ("INSTREAM size limit exceeded. ERROR") and the
+ *   connection closed at once: our next write fails with EPIPE, and through net.Socket that
+ *   error destroys the socket before the refusal is read. Requests are therefore written to the
+ *   socket's fd directly, and EPIPE just ends the sending.
  *
  * @module
  */
@@ -198,6 +202,11 @@ function sleep(ms: number, signal: Cancel): Promise<void> {
   );
 }
 
+/** Bytes of a whole INSTREAM request for a file of `size` bytes: command, length, size + 1 bytes (to see growth), end. */
+function wholeStreamBytes(size: number): number {
+  return INSTREAM.length + 4 + size + 1 + 4;
+}
+
 function positiveInt(value: number | undefined, fallback: number, name: string, min = 1): number {
   if (value === undefined) return fallback;
   if (!Number.isInteger(value) || value < min) throw new RangeError(`ClamdScanner: ${name} must be an integer ≥ ${min}, got ${value}`);
@@ -218,8 +227,8 @@ interface Running {
   /** performance.now() by which it must be done. */
   readonly deadline: number;
   /** Abort it as timed out. */
-  expire(): void;
-  abort(reason: Error): void;
+  expire: () => void;
+  abort: (reason: Error) => void;
 }
 
 /** Given to a request's sender. */
@@ -341,6 +350,36 @@ class Connection {
   }
 
   /**
+   * The reply to a request the caller has just sent in full, synchronously (the fast path: no
+   * reply can have been read yet). Checked like {@link request}'s: a reply with the
+   * wrong session id, or any failure, destroys the connection.
+   */
+  awaitReply(): Promise<ClamdReply> {
+    const id = this.session ? this.#nextId++ : undefined;
+    this.uses++;
+    this.socket.ref();
+    return new Promise<ClamdReply>((resolve, reject) => {
+      this.#waiter = {
+        resolve: (r) => {
+          if (id !== undefined && r.id !== id) {
+            const err = new ClamdError(`clamd at ${this.where} answered request ${String(r.id)} when ${id} was expected: ${JSON.stringify(r.body)}`, 'EPROTO', this.where);
+            this.fail(err);
+            reject(err);
+            return;
+          }
+          this.socket.unref();
+          this.lastUsed = Date.now();
+          resolve(r);
+        },
+        reject: (err) => {
+          this.fail(err);
+          reject(err);
+        },
+      };
+    });
+  }
+
+  /**
    * Send one request and wait for its reply. If `send` fails, the connection is destroyed.
    * `send` calls `ctl.sent()` once the last bytes are issued; a reply that arrives before that
    * (clamd refusing a stream early) leaves the connection unusable, and `ctl.stillSending()`
@@ -433,6 +472,7 @@ export class ClamdScanner implements Scanner {
    */
   readonly #running = new Set<Running>();
   #deadlineTimer: NodeJS.Timeout | undefined;
+  #scratchBuffer: Buffer = Buffer.alloc(0);
 
   constructor(options: ClamdOptions) {
     const { socket } = options;
@@ -474,9 +514,89 @@ export class ClamdScanner implements Scanner {
   }
 
   /** Scan the open file; see {@link Scanner.scan}. */
-  async scan(target: ScanTarget, signal?: AbortSignal): Promise<ScanResult> {
-    // Built only for a message: reading target.path may cost a lookup.
-    const what = (): string => `${this.mode === 'fildes' ? 'FILDES' : 'INSTREAM'} scan of ${target.path}`;
+  scan(target: ScanTarget, signal?: AbortSignal): Promise<ScanResult> {
+    return (signal === undefined && this.#sendNow(target)) || this.#scan(target, signal);
+  }
+
+  /**
+   * The common case without the general path's queueing, retry and cancellation machinery
+   * (whose promises and closures cost a sequential scan more than its syscalls): with a free
+   * slot and an idle session, the request goes out whole in this call (FILDES: the fd; INSTREAM:
+   * a file smaller than one chunk, read with one pread) and one promise waits for the reply.
+   * Undefined when that is not the case, so the general path takes the scan; a connection
+   * failure afterwards (a session clamd closed while it was idle) hands the scan to the general
+   * path too, within the same deadline.
+   */
+  #sendNow(target: ScanTarget): Promise<ScanResult> | undefined {
+    if (this.#closed || this.#inFlight >= this.#poolSize || this.#slotWaiters.length > 0) return undefined;
+    if (!Number.isInteger(target.fd) || target.fd < 0) return undefined;
+    const conn = this.#takeIdle();
+    if (!conn) return undefined;
+    let request: Buffer = FILDES;
+    if (this.mode === 'instream') {
+      let whole: Buffer | undefined;
+      try {
+        // fstat of an open fd never waits on a disk (nor on a permission event).
+        const size = target.size ?? fs.fstatSync(target.fd).size;
+        if (size < this.#chunkBytes && size <= this.#maxStreamBytes) whole = this.#wholeStream(target.fd, size, this.#scratch(size));
+      } catch {
+        // Left to the general path, which words the error.
+      }
+      if (!whole) {
+        this.#idle.push(conn); // untouched
+        return undefined;
+      }
+      request = whole;
+    }
+    const sock = conn.fd;
+    let sent = -1;
+    try {
+      if (sock !== undefined) sent = request === FILDES ? native.sendFd(sock, target.fd, FILDES) : fs.writeSync(sock, request);
+    } catch {
+      // Left to the general path, which retries, waits out EAGAIN and words the error.
+    }
+    if (sent < request.length) {
+      // Nothing sent, or half a request on the wire: this session is done either way.
+      conn.fail(new ClamdError(`clamd at ${this.#where}: sending the request failed`, 'EIO', this.#where));
+      return undefined;
+    }
+    const started = performance.now();
+    this.#inFlight++;
+    const running: Running = {
+      deadline: started + this.#timeoutMs,
+      expire: () => conn.fail(new ClamdError(`clamd at ${this.#where} did not answer within ${this.#timeoutMs} ms (${this.#what(target)})`, 'ETIMEDOUT', this.#where)),
+      abort: (reason) => conn.fail(reason),
+    };
+    this.#running.add(running);
+    this.#deadlineTimer ??= this.#armDeadline(this.#timeoutMs);
+    return conn.awaitReply().then(
+      (reply) => {
+        let result: ScanResult;
+        try {
+          // Throws on ERROR and unparseable replies, so that connection is not reused.
+          result = this.#result(reply, target);
+          this.#release(conn);
+        } catch (err) {
+          conn.fail(err as Error);
+          result = errorResult(this.#explain(err, this.#what(target)));
+        }
+        this.#running.delete(running);
+        this.#releaseSlot();
+        return result;
+      },
+      (err: unknown) => {
+        this.#releaseSlot();
+        // The general path keeps this request's place among the deadlines (they are in order).
+        if (isConnectionError(err) && !this.#closed) return this.#scan(target, undefined, running);
+        this.#running.delete(running);
+        return errorResult(this.#explain(err, this.#what(target)));
+      },
+    );
+  }
+
+  /** The general path: a slot, a pooled or new connection, retries, all within the deadline (`prior`'s, if given). */
+  async #scan(target: ScanTarget, signal: AbortSignal | undefined, prior?: Running): Promise<ScanResult> {
+    const what = (): string => this.#what(target);
     try {
       if (!Number.isInteger(target.fd) || target.fd < 0) {
         throw new ClamdError(`clamd at ${this.#where}: ${what()}: bad fd ${String(target.fd)}`, 'EIO', this.#where);
@@ -487,16 +607,24 @@ export class ClamdScanner implements Scanner {
         size = target.size ?? fs.fstatSync(target.fd).size;
         if (size > this.#maxStreamBytes) throw this.#tooBig(target.path, size);
       }
-      return await this.#withDeadline(what, signal, async (conn, sig) => {
-        const reply = await conn.request(
-          (ctl) => (this.mode === 'fildes' ? this.#sendFildes(conn, target.fd, ctl, sig) : this.#sendInstream(conn, target, size!, ctl)),
-          sig,
-        );
-        // Throws on ERROR and unparseable replies, so that connection is not reused.
-        return this.#result(reply, target);
-      });
+      return await this.#withDeadline(
+        what,
+        signal,
+        async (conn, sig) => {
+          const reply = await conn.request(
+            (ctl) => (this.mode === 'fildes' ? this.#sendFildes(conn, target.fd, ctl, sig) : this.#sendInstream(conn, target, size!, ctl)),
+            sig,
+          );
+          // Throws on ERROR and unparseable replies, so that connection is not reused.
+          return this.#result(reply, target);
+        },
+        prior,
+      );
     } catch (err) {
       return errorResult(this.#explain(err, what()));
+    } finally {
+      // Also when it failed before reaching #withDeadline (which removes its own entry).
+      if (prior) this.#running.delete(prior);
     }
   }
 
@@ -541,6 +669,41 @@ export class ClamdScanner implements Scanner {
 
   // -------------------------------------------------------------------------------------------
 
+  /** The scan, for messages (built only for one: reading target.path may cost a lookup). */
+  #what(target: ScanTarget): string {
+    return `${this.mode === 'fildes' ? 'FILDES' : 'INSTREAM'} scan of ${target.path}`;
+  }
+
+  /**
+   * A whole INSTREAM request in one buffer (command, one chunk, end of stream) for a file of
+   * `size` bytes, read with one synchronous pread of size + 1 bytes (through the event fd,
+   * which raises no event, so it cannot wait on the guard), in `buf` (at least
+   * wholeStreamBytes(size) long). Undefined when the file grew since its size was taken: it then
+   * needs the chunked stream.
+   */
+  #wholeStream(fd: number, size: number, buf: Buffer = Buffer.allocUnsafe(wholeStreamBytes(size))): Buffer | undefined {
+    const head = INSTREAM.length;
+    INSTREAM.copy(buf, 0);
+    const n = fs.readSync(fd, buf, head + 4, size + 1, 0);
+    if (n > size) return undefined;
+    buf.writeUInt32BE(n, head);
+    // An empty chunk would end the stream early: an empty file is just the end.
+    const end = n === 0 ? head : head + 4 + n;
+    buf.writeUInt32BE(0, end);
+    return buf.subarray(0, end + 4);
+  }
+
+  /**
+   * A buffer for a whole INSTREAM request of a file of `size` bytes that is written
+   * synchronously (so it is free again when the write returns): one per scanner, grown as
+   * needed, instead of a new one per scan.
+   */
+  #scratch(size: number): Buffer {
+    const need = wholeStreamBytes(size);
+    if (this.#scratchBuffer.length < need) this.#scratchBuffer = Buffer.allocUnsafe(Math.max(need, 16 * 1024));
+    return this.#scratchBuffer;
+  }
+
   #tooBig(path: string, size: number): ClamdError {
     return new ClamdError(
       `${path} is larger than maxStreamBytes (${size} > ${this.#maxStreamBytes} bytes): not scanned, as clamd would answer "INSTREAM size limit exceeded"`,
@@ -584,30 +747,39 @@ export class ClamdScanner implements Scanner {
     return new ClamdError(`clamd at ${this.#where}: ${what} failed${code ? ` (${code})` : ''}: ${message}`, code ?? 'EIO', this.#where, { cause: err });
   }
 
-  /** Run fn on a pooled connection within the scan deadline, with retries on connection errors. */
-  async #withDeadline<T>(what: () => string, signal: AbortSignal | undefined, fn: (conn: Connection, signal: Cancel) => Promise<T>): Promise<T> {
+  /**
+   * Run fn on a pooled connection within the scan deadline, with retries on connection errors.
+   * With `prior` (a fast-path request handed over), its deadline and its place among the
+   * deadlines are kept.
+   */
+  async #withDeadline<T>(
+    what: () => string,
+    signal: AbortSignal | undefined,
+    fn: (conn: Connection, signal: Cancel) => Promise<T>,
+    prior?: Running,
+  ): Promise<T> {
     if (this.#closed) throw new ClamdError(`clamd at ${this.#where}: the scanner is closed`, 'ECLOSED', this.#where);
     const cancel = new Cancel();
-    const started = performance.now();
+    const started = prior ? prior.deadline - this.#timeoutMs : performance.now();
     const queue: QueueState = { waiting: true, waitedMs: 0 };
-    const running: Running = {
-      deadline: started + this.#timeoutMs,
-      expire: () => {
-        const pool = `poolSize ${this.#poolSize}`;
-        const message = queue.waiting
-          ? `clamd at ${this.#where}: no free connection within ${this.#timeoutMs} ms (${pool}, all busy) for ${what()}`
-          : `clamd at ${this.#where} did not answer within ${this.#timeoutMs} ms (${what()}${
-              queue.waitedMs >= 1 ? `; ${Math.round(queue.waitedMs)} ms of it waiting for a free connection, ${pool}` : ''
-            })`;
-        cancel.abort(new ClamdError(message, 'ETIMEDOUT', this.#where));
-      },
-      abort: (reason) => cancel.abort(reason),
+    const running: Running = prior ?? { deadline: started + this.#timeoutMs, expire: () => {}, abort: () => {} };
+    running.expire = () => {
+      const pool = `poolSize ${this.#poolSize}`;
+      const message = queue.waiting
+        ? `clamd at ${this.#where}: no free connection within ${this.#timeoutMs} ms (${pool}, all busy) for ${what()}`
+        : `clamd at ${this.#where} did not answer within ${this.#timeoutMs} ms (${what()}${
+            queue.waitedMs >= 1 ? `; ${Math.round(queue.waitedMs)} ms of it waiting for a free connection, ${pool}` : ''
+          })`;
+      cancel.abort(new ClamdError(message, 'ETIMEDOUT', this.#where));
     };
+    running.abort = (reason) => cancel.abort(reason);
     const onCallerAbort = (): void => cancel.abort(new ClamdError(`clamd at ${this.#where}: ${what()} aborted by the caller`, 'EABORTED', this.#where, { cause: signal?.reason }));
     if (signal?.aborted) onCallerAbort();
     signal?.addEventListener('abort', onCallerAbort, { once: true });
-    this.#running.add(running);
-    this.#deadlineTimer ??= this.#armDeadline(this.#timeoutMs);
+    if (!prior) {
+      this.#running.add(running);
+      this.#deadlineTimer ??= this.#armDeadline(this.#timeoutMs);
+    }
     try {
       return await this.#attempts(cancel, fn, () => {
         queue.waiting = false;
@@ -798,22 +970,12 @@ export class ClamdScanner implements Scanner {
    * see the end) and sent in one write: command, chunk and end.
    */
   async #sendInstream(conn: Connection, target: ScanTarget, size: number, ctl: SendControl): Promise<void> {
-    if (size < this.#chunkBytes) {
-      const head = INSTREAM.length;
-      const buf = Buffer.allocUnsafe(head + 4 + size + 1 + 4);
-      INSTREAM.copy(buf, 0);
-      // One byte more than the size, to see a file that grew since the fstat.
-      const n = fs.readSync(target.fd, buf, head + 4, size + 1, 0);
-      if (n <= size) {
-        buf.writeUInt32BE(n, head);
-        // An empty chunk would end the stream early: an empty file is just the end.
-        const end = n === 0 ? head : head + 4 + n;
-        buf.writeUInt32BE(0, end);
-        await conn.write(buf.subarray(0, end + 4), ctl);
-        return;
-      }
+    const whole = size < this.#chunkBytes ? this.#wholeStream(target.fd, size) : undefined;
+    if (whole) {
+      await this.#writeDirect(conn, whole, ctl);
+      return;
     }
-    await conn.write(INSTREAM);
+    if (!(await this.#writeDirect(conn, INSTREAM))) return;
     let position = 0;
     for (;;) {
       if (!ctl.stillSending()) return;
@@ -827,8 +989,34 @@ export class ClamdScanner implements Scanner {
       if (position > this.#maxStreamBytes) throw this.#tooBig(target.path, position);
       chunk.writeUInt32BE(bytesRead, 0);
       if (!ctl.stillSending()) return;
-      await conn.write(chunk.subarray(0, 4 + bytesRead));
+      if (!(await this.#writeDirect(conn, chunk.subarray(0, 4 + bytesRead)))) return;
     }
-    if (ctl.stillSending()) await conn.write(Buffer.alloc(4), ctl);
+    if (ctl.stillSending()) await this.#writeDirect(conn, Buffer.alloc(4), ctl);
   }
+
+  /**
+   * Write `data` to the session's socket fd directly (as the fast path does), with `ctl.sent()`
+   * once all of it is out. EPIPE or ECONNRESET mean clamd stopped reading: it refused the stream
+   * (StreamMaxLength) and closed, and its answer, already in our receive buffer, settles the
+   * request; a write through the socket would destroy it on the error and lose that answer.
+   * What the socket buffer cannot take now goes through the socket's own queued write.
+   * @returns false when clamd stopped reading (send nothing more).
+   */
+  async #writeDirect(conn: Connection, data: Buffer, ctl?: SendControl): Promise<boolean> {
+    const sock = conn.fd;
+    let n = 0;
+    if (sock !== undefined) {
+      try {
+        n = fs.writeSync(sock, data);
+      } catch (err) {
+        const code = errCode(err);
+        if (code === 'EPIPE' || code === 'ECONNRESET') return false;
+        if (code !== 'EAGAIN') throw err;
+      }
+    }
+    if (n < data.length) await conn.write(n === 0 ? data : data.subarray(n), ctl);
+    else ctl?.sent();
+    return true;
+  }
+
 }
