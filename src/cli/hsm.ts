@@ -88,13 +88,14 @@ export function hsmCommand(): Command {
     .option('--backing <dir>', 'where the placeholders live, on the target\'s filesystem (default .<name>.fan-hsm next to TARGET)')
     .option('--timeout <ms>', 'deadline of one source request; a reader gets EIO after it (default 30000)', positiveInt('--timeout'))
     .option('--max-cache-size <size>', 'keep hydrated content under this size, evicting least recently fetched files', parseSize('--max-cache-size'))
+    .option('--allow-before-durable', 'answer a read once its chunks are written and make them durable within 100 ms (faster cold reads; a crash in between costs a refetch). Default: a read waits until its chunks are fdatasync\'ed and recorded in the range map')
     .option('--json', 'log as NDJSON')
     .action(
-      action(async (source: string, target: string, flags: { stateDir?: string; backing?: string; timeout?: number; maxCacheSize?: number; json?: boolean }) => {
+      action(async (source: string, target: string, flags: { stateDir?: string; backing?: string; timeout?: number; maxCacheSize?: number; allowBeforeDurable?: boolean; json?: boolean }) => {
         const log = (msg: string): void => {
           process.stderr.write(flags.json ? `${JSON.stringify({ time: new Date().toISOString(), type: 'log', message: msg })}\n` : `fan hsm: ${msg}\n`);
         };
-        const h = await mountTree({ source, target, stateDir: flags.stateDir, backing: flags.backing, timeoutMs: flags.timeout, maxCacheSize: flags.maxCacheSize, log });
+        const h = await mountTree({ source, target, stateDir: flags.stateDir, backing: flags.backing, timeoutMs: flags.timeout, maxCacheSize: flags.maxCacheSize, syncBeforeAllow: !flags.allowBeforeDurable, log });
         const out = new LineWriter();
         out.push(flags.json ? JSON.stringify({ type: 'mounted', source, target: h.target, backing: h.backing, stateDir: h.stateDir }) : `mounted ${source} at ${h.target} (state ${h.stateDir})`);
         out.flush();

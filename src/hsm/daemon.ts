@@ -37,6 +37,8 @@ export interface WorkerConfig {
   readonly maxCacheSize: number;
   /** Keep each eviction's EBUSY window open this long (ms), so tests can observe it. Default 0. */
   readonly evictHoldMs?: number;
+  /** Answer a read only once its chunks are durable and recorded (see HydratorOptions). Default true. */
+  readonly syncBeforeAllow?: boolean;
 }
 
 /** What the worker needs from its supervisor. */
@@ -49,8 +51,11 @@ export interface WorkerHooks {
   log(msg: string): void;
 }
 
-const MARK: readonly EventName[] = ['preAccess', 'modify'];
-const MARK_EVICTING: readonly EventName[] = ['preAccess', 'modify', 'openPerm'];
+/** A file with content missing: reads and execs wait for it; modify tells us it turned local. */
+const MARK: readonly EventName[] = ['preAccess', 'openExecPerm', 'modify'];
+const MARK_EVICTING: readonly EventName[] = [...MARK, 'openPerm'];
+/** How long an exec waits for the file's other events to be answered (their writable fds closed). */
+const EXEC_QUIET_MS = 2000;
 
 /** Why a file was or was not evicted. */
 export interface EvictResult {
@@ -70,6 +75,8 @@ export class HsmDaemon {
   readonly #hydrator: Hydrator;
   readonly #byPath = new Map<string, Tracked>();
   readonly #byIno = new Map<number, Tracked>();
+  /** Permission events being handled per file: each holds a writable event fd until answered. */
+  readonly #handling = new Map<Tracked, number>();
   #maxReported = -1;
   #cacheBytes = 0;
   #lruScheduled = false;
@@ -93,6 +100,7 @@ export class HsmDaemon {
       chunkSize: manifest.chunkSize,
       backing: cfg.backing,
       rangeMap: map,
+      syncBeforeAllow: cfg.syncBeforeAllow ?? true,
       onPresent: (t) => this.#applyMark(t),
       onBytes: (_t, n) => {
         this.#cacheBytes += n;
@@ -134,7 +142,7 @@ export class HsmDaemon {
         const entry = files[next++] as FileEntry;
         const rec = recs.get(entry.path);
         if (!rec) throw new Error(`range map has no row for ${entry.path}`);
-        const t: Tracked = { entry, rec, inflight: new Map(), lastChunk: -1, streakStart: 0, fromStart: 0, fromStartEnd: 0, writer: undefined, evicting: false, unsynced: new Set() };
+        const t: Tracked = { entry, rec, inflight: new Map(), lastChunk: -1, streakStart: 0, fromStart: 0, fromStartEnd: 0, writer: undefined, evicting: false, unsynced: new Map() };
         const st = await lstat(join(this.#cfg.backing, entry.path));
         this.#byPath.set(entry.path, t);
         this.#byIno.set(st.ino, t);
@@ -159,7 +167,7 @@ export class HsmDaemon {
       return;
     }
     try {
-      this.#group.unmark(path, { events: t.rec.local ? MARK_EVICTING : ['preAccess', 'openPerm'] });
+      this.#group.unmark(path, { events: t.rec.local ? MARK_EVICTING : MARK_EVICTING.filter((e) => e !== 'modify') });
     } catch {
       // Not marked (ENOENT): nothing to stop.
     }
@@ -168,7 +176,7 @@ export class HsmDaemon {
 
   #onEvent(ev: GroupEvent): Promise<void> | void {
     if (!isPermissionEvent(ev)) {
-      if (ev.names.includes('modify')) this.#modified(ev.fd);
+      if (ev.names.includes('modify')) this.#modified(ev);
       return;
     }
     // Before anything can fail: the supervisor must know which fds to answer if we die.
@@ -222,25 +230,63 @@ export class HsmDaemon {
       ev.deny('EBUSY');
       return;
     }
-    if (ev.type !== 'preAccess' || !needsMark(t)) {
+    const settled = this.#hydrator.settled(t);
+    if (ev.type === 'openExecPerm' && !settled) return this.#exec(t, ev);
+    if (ev.type !== 'preAccess' || settled) {
       ev.allow();
       return;
     }
     t.rec.lastAccess = Date.now();
+    // The event fd is writable and raises no events: the file's fetches write through it.
+    const release = this.#hydrator.wantsEventFd(t) ? this.#hydrator.adoptFd(t, ev.takeFd()) : undefined;
     const range = ev.range ?? { offset: 0, count: t.rec.size };
+    this.#handling.set(t, (this.#handling.get(t) ?? 0) + 1);
     try {
       await this.#hydrator.access(t, range.offset, range.count);
       ev.allow();
     } catch (err) {
       this.#hooks.log(`${t.entry.path} @${range.offset}+${range.count}: ${(err as Error).message}`);
       ev.deny('EIO');
+    } finally {
+      // Answered: the group has closed the event's fd, or it stays open only as the writer.
+      release?.();
+      this.#handling.set(t, (this.#handling.get(t) ?? 1) - 1);
     }
   }
 
+  /**
+   * An exec of a file with content missing. execve denies writers (ETXTBSY) right after this
+   * event is answered, and from then on an O_RDWR event fd cannot be opened for the file, so its
+   * later pre-content events (reads of the ELF, page faults) would be denied by the kernel. So the
+   * whole file is made present, durable and unmarked first, and every writable fd we hold on it
+   * (our writer, other events' fds, this event's fd) is closed before the answer is written.
+   */
+  async #exec(t: Tracked, ev: PermissionEvent): Promise<void> {
+    t.rec.lastAccess = Date.now();
+    let failure: Error | undefined;
+    try {
+      await this.#hydrator.hydrateAll(t, true);
+      await this.#hydrator.closeWriter(t);
+      const quietBy = Date.now() + EXEC_QUIET_MS;
+      while ((this.#handling.get(t) ?? 0) > 0 && Date.now() < quietBy) await sleep(2);
+    } catch (err) {
+      failure = err as Error;
+      this.#hooks.log(`exec of ${t.entry.path}: ${failure.message}`);
+    }
+    // Closed before answering, both in this tick: the kernel matches the answer by fd number,
+    // and no event can be handed the same number before the answer, since events reach us only
+    // between ticks.
+    native.close(ev.takeFd());
+    if (failure) ev.deny('EIO');
+    else ev.allow();
+  }
+
   /** A write went through: fill the rest from the source, and never evict it. */
-  #modified(fd: number): void {
-    const t = this.#lookup(fd);
-    if (t) this.#setLocal(t);
+  #modified(ev: GroupEvent): void {
+    const t = this.#lookup(ev.fd);
+    if (!t) return;
+    if (needsMark(t) && this.#hydrator.wantsEventFd(t)) this.#hydrator.adoptFd(t, ev.takeFd())();
+    this.#setLocal(t);
   }
 
   /** The user changed the file: it is local from now on, completed from the source if partial. */
@@ -417,6 +463,23 @@ export class HsmDaemon {
       }
     }
     return { bytesDone, bytesTotal, failed };
+  }
+
+  /**
+   * Close every writer we hold through the target (event fds are opened on the path the reader
+   * used), so that an unmount does not find the target busy because of us; until
+   * {@link resumeEventFds}, writes go through the backing path. Gives up waiting for writers in
+   * use after `waitMs`.
+   */
+  async releaseEventFds(waitMs = 3000): Promise<void> {
+    this.#hydrator.adoptEventFds = false;
+    const closed = Promise.all([...this.#byPath.values()].map((t) => (t.writer?.silent ? this.#hydrator.closeWriter(t) : undefined)));
+    await Promise.race([closed, sleep(waitMs)]);
+  }
+
+  /** The unmount did not happen: write through event fds again. */
+  resumeEventFds(): void {
+    this.#hydrator.adoptEventFds = true;
   }
 
   /** Stop serving: close the control socket, answer what is pending (deny), release our fd. */

@@ -5,7 +5,12 @@
  */
 import { HsmDaemon, type WorkerConfig } from './daemon.js';
 
-type Msg = { t: 'config'; cfg: Omit<WorkerConfig, 'groupFd' | 'reportFd'> } | { t: 'stop' } | { t: 'unmounted'; id: number; error?: string };
+type Msg =
+  | { t: 'config'; cfg: Omit<WorkerConfig, 'groupFd' | 'reportFd'> }
+  | { t: 'stop' }
+  | { t: 'unmounted'; id: number; error?: string }
+  | { t: 'release'; id: number }
+  | { t: 'resume' };
 
 const send = (m: Record<string, unknown>): void => {
   process.send?.(m);
@@ -50,6 +55,10 @@ process.on('message', (m: Msg) => {
     );
   } else if (m.t === 'stop') {
     void stop();
+  } else if (m.t === 'release') {
+    void (daemon?.releaseEventFds() ?? Promise.resolve()).then(() => send({ t: 'released', id: m.id }));
+  } else if (m.t === 'resume') {
+    daemon?.resumeEventFds();
   } else if (m.t === 'unmounted') {
     const w = unmountWaits.get(m.id);
     unmountWaits.delete(m.id);
