@@ -1,7 +1,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { mkdir, writeFile, open, truncate } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
@@ -172,6 +172,29 @@ test('fan hsm mount in the foreground; unmount refuses while a file is open, the
     assert.deepEqual(readdirSync(target), []);
   } finally {
     child.kill('SIGKILL');
+  }
+});
+
+test('execs of a cold ELF of many chunks, concurrent with a cold reader of it: all run, the reader gets the source bytes', async () => {
+  // 4 KiB chunks: /bin/true spans about ten of them, so the reader and the execs race over a
+  // file that is being filled, and every writable fd we hold on it must be gone before an exec
+  // is let go (execve fails with ETXTBSY while anyone has the file open for writing).
+  const tree = makeSourceTree({ 'x.bin': 10 }, 3);
+  try {
+    await publish(tree.root, { chunkSize: 4096 });
+    const h = await mountAt(tree.root, 'exec4k');
+    const elf = join(h.target, 'true');
+    assert.equal(await stateOf(h.target, 'true'), 'placeholder');
+    const reader = readInChild(elf);
+    const runs = await Promise.allSettled([1, 2, 3].map(() => execFileP(elf, [], { timeout: 20_000 })));
+    assert.deepEqual(runs.map((r) => (r.status === 'fulfilled' ? 'ran' : String((r.reason as Error).message))), ['ran', 'ran', 'ran']);
+    const r = await reader;
+    assert.ok(r.ok, r.errno);
+    assert.ok(r.data.equals(readFileSync(join(tree.root, 'true'))));
+    assert.equal(await stateOf(h.target, 'true'), 'present');
+    await execFileP(elf, [], { timeout: 20_000 });
+  } finally {
+    tree.cleanup();
   }
 });
 

@@ -56,6 +56,8 @@ const MARK: readonly EventName[] = ['preAccess', 'openExecPerm', 'modify'];
 const MARK_EVICTING: readonly EventName[] = [...MARK, 'openPerm'];
 /** How long an exec waits for the file's other events to be answered (their writable fds closed). */
 const EXEC_QUIET_MS = 2000;
+/** A loop turn's worth of waiting for events read but not yet delivered. */
+const EXEC_SETTLE_MS = 5;
 
 /** Why a file was or was not evicted. */
 export interface EvictResult {
@@ -77,6 +79,8 @@ export class HsmDaemon {
   readonly #byIno = new Map<number, Tracked>();
   /** Permission events being handled per file: each holds a writable event fd until answered. */
   readonly #handling = new Map<Tracked, number>();
+  /** Exec permission events waiting for their file, answered together (see #exec). */
+  readonly #execs = new Map<Tracked, PermissionEvent[]>();
   #maxReported = -1;
   #cacheBytes = 0;
   #lruScheduled = false;
@@ -259,26 +263,40 @@ export class HsmDaemon {
    * event is answered, and from then on an O_RDWR event fd cannot be opened for the file, so its
    * later pre-content events (reads of the ELF, page faults) would be denied by the kernel. So the
    * whole file is made present, durable and unmarked first, and every writable fd we hold on it
-   * (our writer, other events' fds, this event's fd) is closed before the answer is written.
+   * (our writer, readers' event fds, the fds of every exec waiting on it, this one's) is closed
+   * before the answers are written.
    */
   async #exec(t: Tracked, ev: PermissionEvent): Promise<void> {
     t.rec.lastAccess = Date.now();
+    const waiting = this.#execs.get(t) ?? [];
+    this.#execs.set(t, waiting);
+    waiting.push(ev);
     let failure: Error | undefined;
     try {
       await this.#hydrator.hydrateAll(t, true);
       await this.#hydrator.closeWriter(t);
+      // Events already read from the kernel (their fds open) but not yet handed to us, e.g.
+      // other execs of this file, get a few turns of the loop to arrive and join the batch.
       const quietBy = Date.now() + EXEC_QUIET_MS;
-      while ((this.#handling.get(t) ?? 0) > 0 && Date.now() < quietBy) await sleep(2);
+      for (let turn = 0; turn < 3; turn++) {
+        await sleep(EXEC_SETTLE_MS);
+        while ((this.#handling.get(t) ?? 0) > 0 && Date.now() < quietBy) await sleep(2);
+      }
     } catch (err) {
       failure = err as Error;
       this.#hooks.log(`exec of ${t.entry.path}: ${failure.message}`);
     }
-    // Closed before answering, both in this tick: the kernel matches the answer by fd number,
-    // and no event can be handed the same number before the answer, since events reach us only
-    // between ticks.
-    native.close(ev.takeFd());
-    if (failure) ev.deny('EIO');
-    else ev.allow();
+    // Answered together: an exec let go while another one's writable event fd is still open
+    // would fail. Closed before answering, all in this tick: the kernel matches an answer by fd
+    // number, and no new event can be handed one of these numbers before our answers, since
+    // events reach us only between ticks.
+    const batch = waiting.splice(0);
+    if (this.#execs.get(t) === waiting) this.#execs.delete(t);
+    for (const e of batch) native.close(e.takeFd());
+    for (const e of batch) {
+      if (failure) e.deny('EIO');
+      else e.allow();
+    }
   }
 
   /** A write went through: fill the rest from the source, and never evict it. */

@@ -198,9 +198,8 @@ export class Hydrator {
     t.fromStartEnd = offset + count;
     if (t.fromStart === 2) {
       // A second read continuing the first one at offset 0 (cp, tar, sha256sum): the whole file
-      // is wanted. Stream all of it now in a few large requests rather than a growing window.
-      const missing = t.rec.chunks - t.rec.have;
-      this.ensure(t, 0, t.rec.chunks - 1, Math.max(this.#maxRun, Math.ceil(missing / WHOLE_FILE_STREAMS))).catch((err: unknown) => this.#o.onBackgroundError?.(t, err));
+      // is wanted. Fetch all of it now rather than a window crawling with the reader.
+      this.#streamWhole(t).catch((err: unknown) => this.#o.onBackgroundError?.(t, err));
     } else if (sequential && t.fromStart < 2 && last + 1 < t.rec.chunks) {
       // Like the kernel's readahead, the window doubles with the streak: a file read from start
       // to end is soon fetched whole, becomes present and stops costing an event per read.
@@ -209,6 +208,32 @@ export class Hydrator {
     }
     await this.ensure(t, first, last);
     if (this.#syncFirst) await this.durable(t, first, last);
+  }
+
+  /**
+   * Fetch every missing chunk in order, {@link WHOLE_FILE_STREAMS} requests of up to `maxRun`
+   * chunks at a time, each lane taking the lowest run nobody fetches yet. Bytes then arrive
+   * about in the order a reader from the start wants them, at the speed of all streams
+   * together; with one request per quarter of the file, the reader got a quarter of it.
+   */
+  async #streamWhole(t: Tracked): Promise<void> {
+    const n = t.rec.chunks;
+    const free = (i: number): boolean => !hasChunk(t.rec, i) && !t.inflight.has(i);
+    let next = 0;
+    let failure: unknown;
+    const lane = async (): Promise<void> => {
+      while (failure === undefined) {
+        while (next < n && !free(next)) next++;
+        if (next >= n) return;
+        const a = next;
+        let b = a;
+        while (b + 1 < n && b + 1 - a < this.#maxRun && free(b + 1)) b++;
+        next = b + 1;
+        await this.#fetchRun(t, a, b).catch((err: unknown) => (failure ??= err));
+      }
+    };
+    await Promise.all(Array.from({ length: WHOLE_FILE_STREAMS }, lane));
+    if (failure !== undefined) throw failure;
   }
 
   /** Make the whole file present; with `durable`, also durable and recorded. */
