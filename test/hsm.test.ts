@@ -145,20 +145,26 @@ describe('hsm mount of a local directory', () => {
   });
 });
 
-test('fan hsm mount in the foreground; unmount refuses while a file is open, then detaches', async () => {
-  const target = join(loop.fs.dir, 'cli');
+/** `fan hsm mount --json` of the local source in a child; resolves with its first line (mounted). */
+async function cliMount(name: string): Promise<{ target: string; child: ReturnType<typeof spawn>; exited: Promise<number | null>; line: string }> {
+  const target = join(loop.fs.dir, name);
   await mkdir(target);
-  const child = spawn(process.execPath, [CLI, 'hsm', 'mount', '--json', src.root, target, '--state-dir', join(stateRoot, 'cli')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'hsm', 'mount', '--json', src.root, target, '--state-dir', join(stateRoot, name)], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  try {
-    const line = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      child.stdout.setEncoding('utf8').on('data', (s: string) => {
-        out += s;
-        if (out.includes('\n')) resolve(out.split('\n')[0] ?? '');
-      });
-      child.once('exit', (code) => reject(new Error(`fan hsm mount exited ${code}`)));
+  const line = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout?.setEncoding('utf8').on('data', (s: string) => {
+      out += s;
+      if (out.includes('\n')) resolve(out.split('\n')[0] ?? '');
     });
+    child.once('exit', (code) => reject(new Error(`fan hsm mount exited ${code}`)));
+  });
+  return { target, child, exited, line };
+}
+
+test('fan hsm mount in the foreground; unmount refuses while a file is open, then detaches', async () => {
+  const { target, child, exited, line } = await cliMount('cli');
+  try {
     assert.deepEqual(JSON.parse(line), { type: 'mounted', source: src.root, target, backing: join(loop.fs.dir, '.cli.fan-hsm', 'root'), stateDir: join(stateRoot, 'cli') });
     const r = await readInChild(join(target, 'a/b/one.bin'), 0, 10);
     assert.ok(r.data.equals((src.content.get('a/b/one.bin') as Buffer).subarray(0, 10)));
@@ -197,6 +203,47 @@ test('execs of a cold ELF of many chunks, concurrent with a cold reader of it: a
     tree.cleanup();
   }
 });
+
+test('a SIGKILLed supervisor: the worker keeps serving open files, unmounts once nothing uses the target, then exits', async () => {
+  const { target, child, exited } = await cliMount('orphan');
+  let worker = 0;
+  try {
+    worker = (await status(target)).workerPid;
+    const fh = await open(join(target, 'a/big.bin'), 'r');
+    try {
+      child.kill('SIGKILL');
+      await exited;
+      await new Promise((r) => setTimeout(r, 1500));
+      // Still mounted (the open file keeps it busy) and still served: never zeros.
+      const r = await readInChild(join(target, 'a/big.bin'), 3 * MiB + 7, 1000);
+      assert.ok(r.ok, r.errno);
+      assert.ok(r.data.equals((src.content.get('a/big.bin') as Buffer).subarray(3 * MiB + 7, 3 * MiB + 1007)));
+    } finally {
+      await fh.close();
+    }
+    const deadline = Date.now() + 15_000;
+    while (readdirSync(target).length > 0) {
+      assert.ok(Date.now() < deadline, 'the orphaned worker did not unmount the target');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    while (alive(worker)) {
+      assert.ok(Date.now() < deadline, 'the orphaned worker did not exit');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    child.kill('SIGKILL');
+    if (worker && alive(worker)) process.kill(worker, 'SIGKILL');
+  }
+});
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 test('a truncate of a placeholder hydrates the content under it first; the file is then local', async () => {
   const h = handles[0] as MountHandle;

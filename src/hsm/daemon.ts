@@ -188,7 +188,11 @@ export class HsmDaemon {
       this.#maxReported = ev.fd;
       const b = Buffer.alloc(4);
       b.writeInt32LE(ev.fd);
-      writeSync(this.#cfg.reportFd, b);
+      try {
+        writeSync(this.#cfg.reportFd, b);
+      } catch {
+        // EPIPE: the supervisor is gone, there is nobody left to answer for us; serve on.
+      }
     }
     return this.#permission(ev);
   }
