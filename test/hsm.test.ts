@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { publish, mountTree, requestControl, type MountHandle, type Manifest } from '../src/hsm/index.js';
+import { publish, mountTree, requestControl, mountOf, type MountHandle, type Manifest } from '../src/hsm/index.js';
 import { socketPath } from '../src/hsm/registry.js';
 import { useLoopFs, createLoopFs } from './helpers/loopfs.js';
 import { startNginx, type Nginx } from './helpers/nginx.js';
@@ -233,6 +233,41 @@ test('a SIGKILLed supervisor: the worker keeps serving open files, unmounts once
   } finally {
     child.kill('SIGKILL');
     if (worker && alive(worker)) process.kill(worker, 'SIGKILL');
+  }
+});
+
+test('fan hsm mount --background returns once the tree is reachable; status and unmount reach the daemon, which then exits', async () => {
+  const target = join(loop.fs.dir, 'bg');
+  await mkdir(target);
+  const out = await fanOk(['hsm', 'mount', '--background', '--json', src.root, target, '--state-dir', join(stateRoot, 'bg')], 30_000);
+  assert.deepEqual(JSON.parse(out), { type: 'mounted', source: src.root, target, backing: join(loop.fs.dir, '.bg.fan-hsm', 'root'), stateDir: join(stateRoot, 'bg') });
+  const supervisor = mountOf(target).pid;
+  try {
+    const r = await readInChild(join(target, 'c/d/e/deep.bin'));
+    assert.ok(r.ok, r.errno);
+    assert.ok(r.data.equals(src.content.get('c/d/e/deep.bin') as Buffer));
+    assert.equal(await stateOf(target, 'c/d/e/deep.bin'), 'present');
+    await fanOk(['hsm', 'unmount', target]);
+    const deadline = Date.now() + 15_000;
+    while (alive(supervisor)) {
+      assert.ok(Date.now() < deadline, 'the background daemon did not exit after unmount');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.deepEqual(readdirSync(target), []);
+  } finally {
+    if (alive(supervisor)) process.kill(supervisor, 'SIGTERM');
+  }
+});
+
+test('fan hsm mount --background on tmpfs fails with the daemon\'s message and its exit code', async () => {
+  const tmp = await createLoopFs({ fstype: 'tmpfs' });
+  try {
+    const r = await runFan(['hsm', 'mount', '--background', src.root, tmp.dir, '--state-dir', join(stateRoot, 'bg-tmpfs')], 30_000);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /ext4\/xfs\/btrfs required for pre-content marks; target .* is tmpfs/);
+    assert.match(r.stderr, /the background mount exited \(code 1\)/);
+  } finally {
+    await tmp.cleanup();
   }
 });
 
