@@ -291,9 +291,10 @@ export class HsmDaemon {
       this.#hooks.log(`exec of ${t.entry.path}: ${failure.message}`);
     }
     // Answered together: an exec let go while another one's writable event fd is still open
-    // would fail. Closed before answering, all in this tick: the kernel matches an answer by fd
-    // number, and no new event can be handed one of these numbers before our answers, since
-    // events reach us only between ticks.
+    // would fail. Closed before answering, in one tick. Our reading thread may hand a closed
+    // number to a new event before the answer is written; the kernel gives an answer to the
+    // oldest event with that fd number, which is ours, and the new event reaches the group's
+    // table only in a later tick, after ours left it.
     const batch = waiting.splice(0);
     if (this.#execs.get(t) === waiting) this.#execs.delete(t);
     for (const e of batch) native.close(e.takeFd());
