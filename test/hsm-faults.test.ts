@@ -4,7 +4,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { mkdir, truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { publish, mountTree, requestControl, type MountHandle } from '../src/hsm/index.js';
+import { publish, mountTree, requestControl, type MountHandle, type MountOptions } from '../src/hsm/index.js';
 import { socketPath } from '../src/hsm/registry.js';
 import { useLoopFs } from './helpers/loopfs.js';
 import { startFaultyHttp, type FaultyHttp, type Fault } from './helpers/faulty-http.js';
@@ -34,10 +34,10 @@ after(async () => {
 });
 const loop = useLoopFs({ fstype: 'ext4', sizeMiB: 128 });
 
-async function mountAt(name: string, timeoutMs: number, stateName = name, source = server.url): Promise<MountHandle> {
+async function mountAt(name: string, timeoutMs: number, stateName = name, source = server.url, extra: Partial<MountOptions> = {}): Promise<MountHandle> {
   const target = join(loop.fs.dir, name);
   await mkdir(target, { recursive: true });
-  const h = await mountTree({ source, target, stateDir: join(stateRoot, stateName), timeoutMs, log: (m) => { logs.push(m); if (process.env['HSM_DEBUG']) process.stderr.write(`hsm: ${m}\n`); } });
+  const h = await mountTree({ source, target, stateDir: join(stateRoot, stateName), timeoutMs, log: (m) => { logs.push(m); if (process.env['HSM_DEBUG']) process.stderr.write(`hsm: ${m}\n`); }, ...extra });
   handles.push(h);
   return h;
 }
@@ -190,6 +190,50 @@ test('a crash loop: after more than 5 worker deaths in a minute the supervisor a
   assert.deepEqual([r.ok, r.errno], [false, 'EIO']);
   await h.unmount();
   assert.deepEqual(readdirSync(h.target), []);
+});
+
+/** Wait (up to 20 s) until a worker other than `pid` serves the mount. */
+async function nextWorker(target: string, pid: number): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while ((await workerPid(target).catch(() => pid)) === pid) {
+    assert.ok(Date.now() < deadline, 'the worker was not restarted');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+test('a read is answered only once its chunk is durable and recorded: a SIGKILL right after it loses nothing', async () => {
+  server.fault = 'none';
+  const h = await mountAt('durable', 5000);
+  // Chunk 1 of 3 alone: not from the start, so nothing else is fetched.
+  const r = await readInChild(join(h.target, 'f2.bin'), MiB + 5, 100);
+  assert.ok(r.ok && r.data.equals(want('f2.bin').subarray(MiB + 5, MiB + 105)), r.errno);
+  const pid = await workerPid(h.target);
+  process.kill(pid, 'SIGKILL');
+  server.fault = 'reset';
+  try {
+    await nextWorker(h.target, pid);
+    assert.equal(await fileState(h.target, 'f2.bin'), 'partial');
+    const again = await readInChild(join(h.target, 'f2.bin'), MiB, MiB);
+    assert.ok(again.ok, again.errno);
+    assert.ok(again.data.equals(want('f2.bin').subarray(MiB, 2 * MiB)));
+  } finally {
+    server.fault = 'none';
+  }
+});
+
+test('--allow-before-durable: reads are answered before the flush, and the content is the same', async () => {
+  server.fault = 'none';
+  const h = await mountAt('fast', 5000, 'fast', server.url, { syncBeforeAllow: false });
+  for (const rel of ['f1.bin', 'd/f5.bin']) {
+    const r = await readInChild(join(h.target, rel));
+    assert.ok(r.ok, r.errno);
+    assert.ok(r.data.equals(want(rel)), rel);
+  }
+  const deadline = Date.now() + 10_000;
+  while ((await fileState(h.target, 'd/f5.bin')) !== 'present') {
+    assert.ok(Date.now() < deadline, 'not recorded as present within 10 s');
+    await new Promise((r) => setTimeout(r, 50));
+  }
 });
 
 test('fetched chunks never resurrect the tail of a file the user truncated', async () => {

@@ -1,13 +1,13 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { mkdir, writeFile, open, truncate } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { publish, mountTree, requestControl, type MountHandle, type Manifest } from '../src/hsm/index.js';
+import { publish, mountTree, requestControl, mountOf, type MountHandle, type Manifest } from '../src/hsm/index.js';
 import { socketPath } from '../src/hsm/registry.js';
 import { useLoopFs, createLoopFs } from './helpers/loopfs.js';
 import { startNginx, type Nginx } from './helpers/nginx.js';
@@ -145,20 +145,26 @@ describe('hsm mount of a local directory', () => {
   });
 });
 
-test('fan hsm mount in the foreground; unmount refuses while a file is open, then detaches', async () => {
-  const target = join(loop.fs.dir, 'cli');
+/** `fan hsm mount --json` of the local source in a child; resolves with its first line (mounted). */
+async function cliMount(name: string): Promise<{ target: string; child: ReturnType<typeof spawn>; exited: Promise<number | null>; line: string }> {
+  const target = join(loop.fs.dir, name);
   await mkdir(target);
-  const child = spawn(process.execPath, [CLI, 'hsm', 'mount', '--json', src.root, target, '--state-dir', join(stateRoot, 'cli')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'hsm', 'mount', '--json', src.root, target, '--state-dir', join(stateRoot, name)], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  try {
-    const line = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      child.stdout.setEncoding('utf8').on('data', (s: string) => {
-        out += s;
-        if (out.includes('\n')) resolve(out.split('\n')[0] ?? '');
-      });
-      child.once('exit', (code) => reject(new Error(`fan hsm mount exited ${code}`)));
+  const line = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout?.setEncoding('utf8').on('data', (s: string) => {
+      out += s;
+      if (out.includes('\n')) resolve(out.split('\n')[0] ?? '');
     });
+    child.once('exit', (code) => reject(new Error(`fan hsm mount exited ${code}`)));
+  });
+  return { target, child, exited, line };
+}
+
+test('fan hsm mount in the foreground; unmount refuses while a file is open, then detaches', async () => {
+  const { target, child, exited, line } = await cliMount('cli');
+  try {
     assert.deepEqual(JSON.parse(line), { type: 'mounted', source: src.root, target, backing: join(loop.fs.dir, '.cli.fan-hsm', 'root'), stateDir: join(stateRoot, 'cli') });
     const r = await readInChild(join(target, 'a/b/one.bin'), 0, 10);
     assert.ok(r.data.equals((src.content.get('a/b/one.bin') as Buffer).subarray(0, 10)));
@@ -174,6 +180,105 @@ test('fan hsm mount in the foreground; unmount refuses while a file is open, the
     child.kill('SIGKILL');
   }
 });
+
+test('execs of a cold ELF of many chunks, concurrent with a cold reader of it: all run, the reader gets the source bytes', async () => {
+  // 4 KiB chunks: /bin/true spans about ten of them, so the reader and the execs race over a
+  // file that is being filled, and every writable fd we hold on it must be gone before an exec
+  // is let go (execve fails with ETXTBSY while anyone has the file open for writing).
+  const tree = makeSourceTree({ 'x.bin': 10 }, 3);
+  try {
+    await publish(tree.root, { chunkSize: 4096 });
+    const h = await mountAt(tree.root, 'exec4k');
+    const elf = join(h.target, 'true');
+    assert.equal(await stateOf(h.target, 'true'), 'placeholder');
+    const reader = readInChild(elf);
+    const runs = await Promise.allSettled([1, 2, 3].map(() => execFileP(elf, [], { timeout: 20_000 })));
+    assert.deepEqual(runs.map((r) => (r.status === 'fulfilled' ? 'ran' : String((r.reason as Error).message))), ['ran', 'ran', 'ran']);
+    const r = await reader;
+    assert.ok(r.ok, r.errno);
+    assert.ok(r.data.equals(readFileSync(join(tree.root, 'true'))));
+    assert.equal(await stateOf(h.target, 'true'), 'present');
+    await execFileP(elf, [], { timeout: 20_000 });
+  } finally {
+    tree.cleanup();
+  }
+});
+
+test('a SIGKILLed supervisor: the worker keeps serving open files, unmounts once nothing uses the target, then exits', async () => {
+  const { target, child, exited } = await cliMount('orphan');
+  let worker = 0;
+  try {
+    worker = (await status(target)).workerPid;
+    const fh = await open(join(target, 'a/big.bin'), 'r');
+    try {
+      child.kill('SIGKILL');
+      await exited;
+      await new Promise((r) => setTimeout(r, 1500));
+      // Still mounted (the open file keeps it busy) and still served: never zeros.
+      const r = await readInChild(join(target, 'a/big.bin'), 3 * MiB + 7, 1000);
+      assert.ok(r.ok, r.errno);
+      assert.ok(r.data.equals((src.content.get('a/big.bin') as Buffer).subarray(3 * MiB + 7, 3 * MiB + 1007)));
+    } finally {
+      await fh.close();
+    }
+    const deadline = Date.now() + 15_000;
+    while (readdirSync(target).length > 0) {
+      assert.ok(Date.now() < deadline, 'the orphaned worker did not unmount the target');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    while (alive(worker)) {
+      assert.ok(Date.now() < deadline, 'the orphaned worker did not exit');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    child.kill('SIGKILL');
+    if (worker && alive(worker)) process.kill(worker, 'SIGKILL');
+  }
+});
+
+test('fan hsm mount --background returns once the tree is reachable; status and unmount reach the daemon, which then exits', async () => {
+  const target = join(loop.fs.dir, 'bg');
+  await mkdir(target);
+  const out = await fanOk(['hsm', 'mount', '--background', '--json', src.root, target, '--state-dir', join(stateRoot, 'bg')], 30_000);
+  assert.deepEqual(JSON.parse(out), { type: 'mounted', source: src.root, target, backing: join(loop.fs.dir, '.bg.fan-hsm', 'root'), stateDir: join(stateRoot, 'bg') });
+  const supervisor = mountOf(target).pid;
+  try {
+    const r = await readInChild(join(target, 'c/d/e/deep.bin'));
+    assert.ok(r.ok, r.errno);
+    assert.ok(r.data.equals(src.content.get('c/d/e/deep.bin') as Buffer));
+    assert.equal(await stateOf(target, 'c/d/e/deep.bin'), 'present');
+    await fanOk(['hsm', 'unmount', target]);
+    const deadline = Date.now() + 15_000;
+    while (alive(supervisor)) {
+      assert.ok(Date.now() < deadline, 'the background daemon did not exit after unmount');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.deepEqual(readdirSync(target), []);
+  } finally {
+    if (alive(supervisor)) process.kill(supervisor, 'SIGTERM');
+  }
+});
+
+test('fan hsm mount --background on tmpfs fails with the daemon\'s message and its exit code', async () => {
+  const tmp = await createLoopFs({ fstype: 'tmpfs' });
+  try {
+    const r = await runFan(['hsm', 'mount', '--background', src.root, tmp.dir, '--state-dir', join(stateRoot, 'bg-tmpfs')], 30_000);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /ext4\/xfs\/btrfs required for pre-content marks; target .* is tmpfs/);
+    assert.match(r.stderr, /the background mount exited \(code 1\)/);
+  } finally {
+    await tmp.cleanup();
+  }
+});
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 test('a truncate of a placeholder hydrates the content under it first; the file is then local', async () => {
   const h = handles[0] as MountHandle;

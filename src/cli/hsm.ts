@@ -3,12 +3,48 @@
  * local copy (evict, pin, prefetch, status, unmount).
  * @packageDocumentation
  */
-import { resolve } from 'node:path';
-import { realpathSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { dirname, resolve } from 'node:path';
+import { closeSync, mkdirSync, openSync, readFileSync, realpathSync } from 'node:fs';
 import { Command } from 'commander';
 import cliProgress from 'cli-progress';
-import { publish, mountTree, requestControl, mountOf, DEFAULT_CHUNK_SIZE, type ControlRequest, type ControlReply } from '../hsm/index.js';
+import { publish, mountTree, requestControl, mountOf, logPath, DEFAULT_CHUNK_SIZE, type ControlRequest, type ControlReply } from '../hsm/index.js';
 import { action, LineWriter, onShutdown, positiveInt } from './output.js';
+
+/** Set in the environment of the daemon `fan hsm mount --background` starts. */
+const DETACHED_ENV = 'FAN_HSM_DETACHED';
+
+/**
+ * `fan hsm mount --background`: run the same command detached (its own session, stdout to
+ * nowhere, stderr to the mount's log), print its mounted line once the tree is reachable and
+ * return; if it fails first, print the end of its log and exit as it did.
+ */
+async function mountInBackground(target: string): Promise<void> {
+  let abs = resolve(target);
+  try {
+    abs = realpathSync(abs);
+  } catch {
+    // The daemon names the problem with the target.
+  }
+  const log = logPath(abs);
+  mkdirSync(dirname(log), { recursive: true, mode: 0o700 });
+  const fd = openSync(log, 'a', 0o600);
+  const args = process.argv.slice(1).filter((a) => a !== '--background');
+  const child = spawn(process.execPath, [...process.execArgv, ...args], { detached: true, stdio: ['ignore', 'ignore', fd, 'ipc'], env: { ...process.env, [DETACHED_ENV]: '1' } });
+  closeSync(fd);
+  const outcome = await new Promise<{ line: string } | { code: number }>((done) => {
+    child.once('message', (m: { line?: string }) => done({ line: m.line ?? '' }));
+    child.once('exit', (code, signal) => done({ code: code ?? (signal ? 1 : 0) }));
+  });
+  if ('code' in outcome) {
+    const tail = readFileSync(log, 'utf8').trimEnd().split('\n').slice(-10).join('\n');
+    process.stderr.write(`${tail}\nfan hsm: the background mount exited (code ${outcome.code}); log: ${log}\n`);
+    process.exit(outcome.code || 1);
+  }
+  child.unref();
+  if (child.connected) child.disconnect();
+  process.stdout.write(`${outcome.line}\n`);
+}
 
 const UNITS: Record<string, number> = { '': 1, k: 1024, kib: 1024, m: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gib: 1024 ** 3, t: 1024 ** 4, tib: 1024 ** 4 };
 
@@ -81,23 +117,33 @@ export function hsmCommand(): Command {
 
   hsm
     .command('mount')
-    .description('Mount SOURCE (an http(s):// URL of a published tree, or a local directory) at TARGET and serve it until unmounted (stays in the foreground; SIGINT/SIGTERM unmount).')
+    .description('Mount SOURCE (an http(s):// URL of a published tree, or a local directory) at TARGET and serve it until unmounted (in the foreground, where SIGINT/SIGTERM unmount, unless --background).')
     .argument('<source>', 'http(s):// URL or directory of a published tree')
     .argument('<target>', 'an empty directory on ext4, xfs or btrfs')
     .option('--state-dir <dir>', 'range map and cached manifest (default /var/lib/fan/hsm/<id>); keep it off the target filesystem')
     .option('--backing <dir>', 'where the placeholders live, on the target\'s filesystem (default .<name>.fan-hsm next to TARGET)')
     .option('--timeout <ms>', 'deadline of one source request; a reader gets EIO after it (default 30000)', positiveInt('--timeout'))
     .option('--max-cache-size <size>', 'keep hydrated content under this size, evicting least recently fetched files', parseSize('--max-cache-size'))
+    .option('--allow-before-durable', 'answer a read once its chunks are written and make them durable within 100 ms (faster cold reads; a crash in between costs a refetch). Default: a read waits until its chunks are fdatasync\'ed and recorded in the range map')
+    .option('--background', 'detach once the tree is reachable: print the mounted line and return; the daemon logs to <run dir>/<id>.log and stops on `fan hsm unmount`')
     .option('--json', 'log as NDJSON')
     .action(
-      action(async (source: string, target: string, flags: { stateDir?: string; backing?: string; timeout?: number; maxCacheSize?: number; json?: boolean }) => {
+      action(async (source: string, target: string, flags: { stateDir?: string; backing?: string; timeout?: number; maxCacheSize?: number; allowBeforeDurable?: boolean; background?: boolean; json?: boolean }) => {
+        if (flags.background) return mountInBackground(target);
         const log = (msg: string): void => {
           process.stderr.write(flags.json ? `${JSON.stringify({ time: new Date().toISOString(), type: 'log', message: msg })}\n` : `fan hsm: ${msg}\n`);
         };
-        const h = await mountTree({ source, target, stateDir: flags.stateDir, backing: flags.backing, timeoutMs: flags.timeout, maxCacheSize: flags.maxCacheSize, log });
+        const h = await mountTree({ source, target, stateDir: flags.stateDir, backing: flags.backing, timeoutMs: flags.timeout, maxCacheSize: flags.maxCacheSize, syncBeforeAllow: !flags.allowBeforeDurable, log });
         const out = new LineWriter();
-        out.push(flags.json ? JSON.stringify({ type: 'mounted', source, target: h.target, backing: h.backing, stateDir: h.stateDir }) : `mounted ${source} at ${h.target} (state ${h.stateDir})`);
-        out.flush();
+        const line = flags.json ? JSON.stringify({ type: 'mounted', source, target: h.target, backing: h.backing, stateDir: h.stateDir }) : `mounted ${source} at ${h.target} (state ${h.stateDir})`;
+        if (process.env[DETACHED_ENV] === '1' && process.send) {
+          // Started by --background: the parent prints the line and returns.
+          process.send({ line });
+          process.disconnect();
+        } else {
+          out.push(line);
+          out.flush();
+        }
         onShutdown(() => h.unmount(true));
         await h.done;
         process.exit(0);

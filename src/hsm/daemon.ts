@@ -37,6 +37,8 @@ export interface WorkerConfig {
   readonly maxCacheSize: number;
   /** Keep each eviction's EBUSY window open this long (ms), so tests can observe it. Default 0. */
   readonly evictHoldMs?: number;
+  /** Answer a read only once its chunks are durable and recorded (see HydratorOptions). Default true. */
+  readonly syncBeforeAllow?: boolean;
 }
 
 /** What the worker needs from its supervisor. */
@@ -49,8 +51,13 @@ export interface WorkerHooks {
   log(msg: string): void;
 }
 
-const MARK: readonly EventName[] = ['preAccess', 'modify'];
-const MARK_EVICTING: readonly EventName[] = ['preAccess', 'modify', 'openPerm'];
+/** A file with content missing: reads and execs wait for it; modify tells us it turned local. */
+const MARK: readonly EventName[] = ['preAccess', 'openExecPerm', 'modify'];
+const MARK_EVICTING: readonly EventName[] = [...MARK, 'openPerm'];
+/** How long an exec waits for the file's other events to be answered (their writable fds closed). */
+const EXEC_QUIET_MS = 2000;
+/** A loop turn's worth of waiting for events read but not yet delivered. */
+const EXEC_SETTLE_MS = 5;
 
 /** Why a file was or was not evicted. */
 export interface EvictResult {
@@ -70,6 +77,10 @@ export class HsmDaemon {
   readonly #hydrator: Hydrator;
   readonly #byPath = new Map<string, Tracked>();
   readonly #byIno = new Map<number, Tracked>();
+  /** Permission events being handled per file: each holds a writable event fd until answered. */
+  readonly #handling = new Map<Tracked, number>();
+  /** Exec permission events waiting for their file, answered together (see #exec). */
+  readonly #execs = new Map<Tracked, PermissionEvent[]>();
   #maxReported = -1;
   #cacheBytes = 0;
   #lruScheduled = false;
@@ -93,6 +104,7 @@ export class HsmDaemon {
       chunkSize: manifest.chunkSize,
       backing: cfg.backing,
       rangeMap: map,
+      syncBeforeAllow: cfg.syncBeforeAllow ?? true,
       onPresent: (t) => this.#applyMark(t),
       onBytes: (_t, n) => {
         this.#cacheBytes += n;
@@ -134,7 +146,7 @@ export class HsmDaemon {
         const entry = files[next++] as FileEntry;
         const rec = recs.get(entry.path);
         if (!rec) throw new Error(`range map has no row for ${entry.path}`);
-        const t: Tracked = { entry, rec, inflight: new Map(), lastChunk: -1, streakStart: 0, fromStart: 0, fromStartEnd: 0, writer: undefined, evicting: false, unsynced: new Set() };
+        const t: Tracked = { entry, rec, inflight: new Map(), lastChunk: -1, streakStart: 0, fromStart: 0, fromStartEnd: 0, writer: undefined, evicting: false, unsynced: new Map() };
         const st = await lstat(join(this.#cfg.backing, entry.path));
         this.#byPath.set(entry.path, t);
         this.#byIno.set(st.ino, t);
@@ -159,7 +171,7 @@ export class HsmDaemon {
       return;
     }
     try {
-      this.#group.unmark(path, { events: t.rec.local ? MARK_EVICTING : ['preAccess', 'openPerm'] });
+      this.#group.unmark(path, { events: t.rec.local ? MARK_EVICTING : MARK_EVICTING.filter((e) => e !== 'modify') });
     } catch {
       // Not marked (ENOENT): nothing to stop.
     }
@@ -168,7 +180,7 @@ export class HsmDaemon {
 
   #onEvent(ev: GroupEvent): Promise<void> | void {
     if (!isPermissionEvent(ev)) {
-      if (ev.names.includes('modify')) this.#modified(ev.fd);
+      if (ev.names.includes('modify')) this.#modified(ev);
       return;
     }
     // Before anything can fail: the supervisor must know which fds to answer if we die.
@@ -176,7 +188,11 @@ export class HsmDaemon {
       this.#maxReported = ev.fd;
       const b = Buffer.alloc(4);
       b.writeInt32LE(ev.fd);
-      writeSync(this.#cfg.reportFd, b);
+      try {
+        writeSync(this.#cfg.reportFd, b);
+      } catch {
+        // EPIPE: the supervisor is gone, there is nobody left to answer for us; serve on.
+      }
     }
     return this.#permission(ev);
   }
@@ -222,25 +238,78 @@ export class HsmDaemon {
       ev.deny('EBUSY');
       return;
     }
-    if (ev.type !== 'preAccess' || !needsMark(t)) {
+    const settled = this.#hydrator.settled(t);
+    if (ev.type === 'openExecPerm' && !settled) return this.#exec(t, ev);
+    if (ev.type !== 'preAccess' || settled) {
       ev.allow();
       return;
     }
     t.rec.lastAccess = Date.now();
+    // The event fd is writable and raises no events: the file's fetches write through it.
+    const release = this.#hydrator.wantsEventFd(t) ? this.#hydrator.adoptFd(t, ev.takeFd()) : undefined;
     const range = ev.range ?? { offset: 0, count: t.rec.size };
+    this.#handling.set(t, (this.#handling.get(t) ?? 0) + 1);
     try {
       await this.#hydrator.access(t, range.offset, range.count);
       ev.allow();
     } catch (err) {
       this.#hooks.log(`${t.entry.path} @${range.offset}+${range.count}: ${(err as Error).message}`);
       ev.deny('EIO');
+    } finally {
+      // Answered: the group has closed the event's fd, or it stays open only as the writer.
+      release?.();
+      this.#handling.set(t, (this.#handling.get(t) ?? 1) - 1);
+    }
+  }
+
+  /**
+   * An exec of a file with content missing. execve denies writers (ETXTBSY) right after this
+   * event is answered, and from then on an O_RDWR event fd cannot be opened for the file, so its
+   * later pre-content events (reads of the ELF, page faults) would be denied by the kernel. So the
+   * whole file is made present, durable and unmarked first, and every writable fd we hold on it
+   * (our writer, readers' event fds, the fds of every exec waiting on it, this one's) is closed
+   * before the answers are written.
+   */
+  async #exec(t: Tracked, ev: PermissionEvent): Promise<void> {
+    t.rec.lastAccess = Date.now();
+    const waiting = this.#execs.get(t) ?? [];
+    this.#execs.set(t, waiting);
+    waiting.push(ev);
+    let failure: Error | undefined;
+    try {
+      await this.#hydrator.hydrateAll(t, true);
+      await this.#hydrator.closeWriter(t);
+      // Events already read from the kernel (their fds open) but not yet handed to us, e.g.
+      // other execs of this file, get a few turns of the loop to arrive and join the batch.
+      const quietBy = Date.now() + EXEC_QUIET_MS;
+      for (let turn = 0; turn < 3; turn++) {
+        await sleep(EXEC_SETTLE_MS);
+        while ((this.#handling.get(t) ?? 0) > 0 && Date.now() < quietBy) await sleep(2);
+      }
+    } catch (err) {
+      failure = err as Error;
+      this.#hooks.log(`exec of ${t.entry.path}: ${failure.message}`);
+    }
+    // Answered together: an exec let go while another one's writable event fd is still open
+    // would fail. Closed before answering, in one tick. Our reading thread may hand a closed
+    // number to a new event before the answer is written; the kernel gives an answer to the
+    // oldest event with that fd number, which is ours, and the new event reaches the group's
+    // table only in a later tick, after ours left it.
+    const batch = waiting.splice(0);
+    if (this.#execs.get(t) === waiting) this.#execs.delete(t);
+    for (const e of batch) native.close(e.takeFd());
+    for (const e of batch) {
+      if (failure) e.deny('EIO');
+      else e.allow();
     }
   }
 
   /** A write went through: fill the rest from the source, and never evict it. */
-  #modified(fd: number): void {
-    const t = this.#lookup(fd);
-    if (t) this.#setLocal(t);
+  #modified(ev: GroupEvent): void {
+    const t = this.#lookup(ev.fd);
+    if (!t) return;
+    if (needsMark(t) && this.#hydrator.wantsEventFd(t)) this.#hydrator.adoptFd(t, ev.takeFd())();
+    this.#setLocal(t);
   }
 
   /** The user changed the file: it is local from now on, completed from the source if partial. */
@@ -417,6 +486,23 @@ export class HsmDaemon {
       }
     }
     return { bytesDone, bytesTotal, failed };
+  }
+
+  /**
+   * Close every writer we hold through the target (event fds are opened on the path the reader
+   * used), so that an unmount does not find the target busy because of us; until
+   * {@link resumeEventFds}, writes go through the backing path. Gives up waiting for writers in
+   * use after `waitMs`.
+   */
+  async releaseEventFds(waitMs = 3000): Promise<void> {
+    this.#hydrator.adoptEventFds = false;
+    const closed = Promise.all([...this.#byPath.values()].map((t) => (t.writer?.silent ? this.#hydrator.closeWriter(t) : undefined)));
+    await Promise.race([closed, sleep(waitMs)]);
+  }
+
+  /** The unmount did not happen: write through event fds again. */
+  resumeEventFds(): void {
+    this.#hydrator.adoptEventFds = true;
   }
 
   /** Stop serving: close the control socket, answer what is pending (deny), release our fd. */

@@ -1,12 +1,15 @@
 /**
  * Fetching content into placeholders: missing chunks are read from the source (adjacent ones in
  * one request), verified against the manifest, written, made durable, and only then recorded in
- * the range map. One fetch per chunk at a time, shared by every reader waiting for it.
+ * the range map. One fetch per chunk at a time, shared by every reader waiting for it. Writes go
+ * through an event fd when there is one: the kernel opens those without notification, so our
+ * own writes raise no pre-content event.
  * @packageDocumentation
  */
 import { webcrypto } from 'node:crypto';
-import { open, type FileHandle } from 'node:fs/promises';
+import { close, fdatasync, fstat, futimes, open, write } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import type { FileEntry } from './manifest.js';
 import { hasChunk, stateOf, type FileRecord, type RangeMap } from './rangemap.js';
 import type { Source } from './source.js';
@@ -25,19 +28,89 @@ export interface Tracked {
   fromStart: number;
   /** Where the last of those reads ended. */
   fromStartEnd: number;
-  /** Our writer, opened on the backing path (not through the user-visible mount). */
-  writer: { fh: Promise<FileHandle>; users: number; idle: NodeJS.Timeout | undefined } | undefined;
+  /** The fd our writes go through, if one is open. */
+  writer: Writer | undefined;
   /** Eviction in progress: opens are refused with EBUSY. */
   evicting: boolean;
-  /** Chunks written but not yet durable, so not yet in the range map. */
-  readonly unsynced: Set<number>;
+  /** Chunks written but not yet durable, so not yet in the range map → the flush sequence number when written. */
+  readonly unsynced: Map<number, number>;
 }
+
+/** A writable fd of one file, shared by the fetches writing into it. */
+export class Writer {
+  readonly fd: Promise<number>;
+  /**
+   * An event fd: the kernel opened it with FMODE_NONOTIFY, so writes through it raise no
+   * events. Otherwise a path we opened, whose writes raise pre-content events that the group
+   * answers at once for our pid, but each after a round trip through the event loop.
+   */
+  readonly silent: boolean;
+  /** Resolves once the fd is closed. */
+  readonly closed: Promise<void>;
+  idle: NodeJS.Timeout | undefined;
+  #users = 0;
+  #retired = false;
+  #closing = false;
+  #resolveClosed!: () => void;
+
+  constructor(fd: Promise<number>, silent: boolean) {
+    this.fd = fd;
+    this.silent = silent;
+    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+  }
+
+  /** A write or flush starts using the fd. */
+  enter(): void {
+    this.#users++;
+    clearTimeout(this.idle);
+    this.idle = undefined;
+  }
+
+  /** It is done; true when nobody uses the fd any more. */
+  leave(): boolean {
+    this.#users--;
+    if (this.#users > 0) return false;
+    if (this.#retired) this.#close();
+    return true;
+  }
+
+  /** Close the fd once nobody uses it; resolves when closed. */
+  retire(): Promise<void> {
+    this.#retired = true;
+    clearTimeout(this.idle);
+    this.idle = undefined;
+    if (this.#users === 0) this.#close();
+    return this.closed;
+  }
+
+  #close(): void {
+    if (this.#closing) return;
+    this.#closing = true;
+    void this.fd
+      .then((fd) => closeP(fd))
+      .catch(() => undefined)
+      .then(() => this.#resolveClosed());
+  }
+}
+
+const writeP = promisify(write);
+const fstatP = promisify(fstat);
+const fdatasyncP = promisify(fdatasync);
+const futimesP = promisify(futimes);
+const closeP = promisify(close);
+const openP = promisify(open);
 
 /** Parallel requests that stream the rest of a file read from its start. */
 const WHOLE_FILE_STREAMS = 4;
 
-/** How long written chunks wait to be made durable together. */
+/** How long written chunks nobody waits for wait to be made durable together. */
 const FLUSH_DELAY_MS = 100;
+
+/** Flushes a reader waits through for its chunks before it gets EIO (each retries failed files). */
+const DURABLE_ATTEMPTS = 3;
+
+/** An idle writer is closed after this long: a held writable fd makes a lease probe (eviction) and execve fail. */
+const WRITER_IDLE_MS = 2000;
 
 /** Options of {@link Hydrator}. */
 export interface HydratorOptions {
@@ -52,7 +125,18 @@ export interface HydratorOptions {
   readonly maxRun?: number;
   /** Extra fetches of a run whose bytes fail verification. Default 2. */
   readonly verifyRetries?: number;
-  /** Every chunk of a file is written (durable soon after): stop intercepting it. */
+  /**
+   * Answer a reader only once its chunks are durable (fdatasync) and recorded in the range map,
+   * as the issue orders it; readers waiting at the same time share one fdatasync per file and
+   * one SQLite commit. False: answer once the bytes are written, and make them durable and
+   * record them within 100 ms (faster; a crash before then costs a refetch, never wrong bytes).
+   * Default true.
+   */
+  readonly syncBeforeAllow?: boolean;
+  /**
+   * Every chunk of a file is in it: stop intercepting it. With `syncBeforeAllow`, called once
+   * they are also durable and recorded and our writer is closed; otherwise as soon as written.
+   */
   readonly onPresent?: (t: Tracked) => void;
   /** Bytes were hydrated into a file (for progress and cache accounting). */
   readonly onBytes?: (t: Tracked, bytes: number) => void;
@@ -65,14 +149,23 @@ export class Hydrator {
   readonly #o: HydratorOptions;
   readonly #readAhead: number;
   readonly #maxRun: number;
+  readonly #syncFirst: boolean;
   readonly #dirty = new Set<Tracked>();
   #flushTimer: NodeJS.Timeout | undefined;
+  /** The tail of the flush chain: every flush asked for so far. */
   #flushing: Promise<void> = Promise.resolve();
+  /** The flush queued behind the running one, which the next waiters join (group commit). */
+  #queued: Promise<void> | undefined;
+  /** The running flush, if any. */
+  #running: Promise<void> | undefined;
+  /** Flushes started so far: a chunk written at sequence n is covered by flush n+1. */
+  #flushSeq = 0;
 
   constructor(options: HydratorOptions) {
     this.#o = options;
     this.#readAhead = options.readAhead ?? 24;
     this.#maxRun = options.maxRun ?? 8;
+    this.#syncFirst = options.syncBeforeAllow ?? true;
   }
 
   /** Absolute backing path of a file. */
@@ -105,9 +198,8 @@ export class Hydrator {
     t.fromStartEnd = offset + count;
     if (t.fromStart === 2) {
       // A second read continuing the first one at offset 0 (cp, tar, sha256sum): the whole file
-      // is wanted. Stream all of it now in a few large requests rather than a growing window.
-      const missing = t.rec.chunks - t.rec.have;
-      this.ensure(t, 0, t.rec.chunks - 1, Math.max(this.#maxRun, Math.ceil(missing / WHOLE_FILE_STREAMS))).catch((err: unknown) => this.#o.onBackgroundError?.(t, err));
+      // is wanted. Fetch all of it now rather than a window crawling with the reader.
+      this.#streamWhole(t).catch((err: unknown) => this.#o.onBackgroundError?.(t, err));
     } else if (sequential && t.fromStart < 2 && last + 1 < t.rec.chunks) {
       // Like the kernel's readahead, the window doubles with the streak: a file read from start
       // to end is soon fetched whole, becomes present and stops costing an event per read.
@@ -115,11 +207,62 @@ export class Hydrator {
       this.ensure(t, last + 1, Math.min(t.rec.chunks - 1, last + window)).catch((err: unknown) => this.#o.onBackgroundError?.(t, err));
     }
     await this.ensure(t, first, last);
+    if (this.#syncFirst) await this.durable(t, first, last);
   }
 
-  /** Make the whole file present. */
-  hydrateAll(t: Tracked): Promise<void> {
-    return t.rec.chunks === 0 ? Promise.resolve() : this.ensure(t, 0, t.rec.chunks - 1);
+  /**
+   * Fetch every missing chunk in order, {@link WHOLE_FILE_STREAMS} requests of up to `maxRun`
+   * chunks at a time, each lane taking the lowest run nobody fetches yet. Bytes then arrive
+   * about in the order a reader from the start wants them, at the speed of all streams
+   * together; with one request per quarter of the file, the reader got a quarter of it.
+   */
+  async #streamWhole(t: Tracked): Promise<void> {
+    const n = t.rec.chunks;
+    const free = (i: number): boolean => !hasChunk(t.rec, i) && !t.inflight.has(i);
+    let next = 0;
+    let failure: unknown;
+    const lane = async (): Promise<void> => {
+      while (failure === undefined) {
+        while (next < n && !free(next)) next++;
+        if (next >= n) return;
+        const a = next;
+        let b = a;
+        while (b + 1 < n && b + 1 - a < this.#maxRun && free(b + 1)) b++;
+        next = b + 1;
+        await this.#fetchRun(t, a, b).catch((err: unknown) => (failure ??= err));
+      }
+    };
+    await Promise.all(Array.from({ length: WHOLE_FILE_STREAMS }, lane));
+    if (failure !== undefined) throw failure;
+  }
+
+  /** Make the whole file present; with `durable`, also durable and recorded. */
+  async hydrateAll(t: Tracked, durable = false): Promise<void> {
+    if (t.rec.chunks === 0) return;
+    await this.ensure(t, 0, t.rec.chunks - 1);
+    if (durable) await this.durable(t, 0, t.rec.chunks - 1);
+  }
+
+  /** Whether every chunk is written, durable and recorded: nothing left to wait for. */
+  settled(t: Tracked): boolean {
+    return !needsMark(t) && t.unsynced.size === 0;
+  }
+
+  /**
+   * Wait until written chunks [first, last] are durable and recorded, flushing now rather than
+   * on the timer. Waiters join the flush that covers their chunks: the running one if it started
+   * after they were written, else the one queued behind it, so one fdatasync per file and one
+   * commit serve every reader waiting at that moment.
+   * @throws when the chunks cannot be made durable (the flush failed repeatedly).
+   */
+  async durable(t: Tracked, first: number, last: number): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      let writtenAt = -1;
+      for (let i = first; i <= last; i++) writtenAt = Math.max(writtenAt, t.unsynced.get(i) ?? -1);
+      if (writtenAt < 0) return;
+      if (attempt === DURABLE_ATTEMPTS) throw new Error(`${t.entry.path}: fetched chunks could not be made durable (fdatasync failed ${attempt} times)`);
+      await (this.#running && this.#flushSeq > writtenAt ? this.#running : this.flush());
+    }
   }
 
   /**
@@ -238,30 +381,31 @@ export class Hydrator {
   /** Write verified chunks [a, b] and record them (durable later, see flush). */
   async #store(t: Tracked, a: number, b: number, bytes: Buffer): Promise<void> {
     const offset = a * this.#o.chunkSize;
-    await this.#withWriter(t, async (fh) => {
+    await this.#withWriter(t, async (fd) => {
       // Never write past the end of a file the user truncated: that would resurrect content.
-      const end = Math.min(bytes.length, (await fh.stat()).size - offset);
+      const end = Math.min(bytes.length, (await fstatP(fd)).size - offset);
       let done = 0;
       while (done < end) {
-        const { bytesWritten } = await fh.write(bytes, done, end - done, offset + done);
+        const { bytesWritten } = await writeP(fd, bytes, done, end - done, offset + done);
         done += bytesWritten;
       }
     });
-    // Verified bytes are in the page cache: readers may have them now. The range map learns of
-    // them only after they are durable (see flush), so a crash in between costs a refetch.
+    // Verified bytes are in the page cache. The range map learns of them only after they are
+    // durable (see flush), so a crash in between costs a refetch.
     for (let i = a; i <= b; i++) {
       if (hasChunk(t.rec, i)) continue;
       t.rec.bitmap[i >> 3] = (t.rec.bitmap[i >> 3] ?? 0) | (1 << (i & 7));
       t.rec.have++;
-      t.unsynced.add(i);
+      t.unsynced.set(i, this.#flushSeq);
     }
     t.rec.lastAccess = Date.now();
     this.#o.onBytes?.(t, bytes.length);
     this.#dirty.add(t);
-    this.#flushTimer ??= setTimeout(() => void this.flush(), FLUSH_DELAY_MS);
-    // Every byte is in the file: stop intercepting now rather than after the flush. If we die
+    // Failures of single files are reported by the flush; nobody waits for this one.
+    this.#flushTimer ??= setTimeout(() => void this.flush().catch(() => undefined), FLUSH_DELAY_MS);
+    // Without syncBeforeAllow, stop intercepting as soon as every byte is in the file. If we die
     // before the flush, the range map still says "not present" and the file is marked again.
-    if (t.rec.have >= t.rec.chunks) this.#o.onPresent?.(t);
+    if (!this.#syncFirst && t.rec.have >= t.rec.chunks) this.#o.onPresent?.(t);
   }
 
   /**
@@ -271,8 +415,17 @@ export class Hydrator {
   flush(): Promise<void> {
     if (this.#flushTimer) clearTimeout(this.#flushTimer);
     this.#flushTimer = undefined;
-    this.#flushing = this.#flushing.then(() => this.#flushDirty());
-    return this.#flushing;
+    if (this.#queued) return this.#queued;
+    const next = this.#flushing.then(() => {
+      this.#queued = undefined;
+      this.#flushSeq++;
+      this.#running = this.#flushDirty();
+      return this.#running;
+    });
+    this.#queued = next;
+    // A failed flush must not stop the next one; its callers see the failure through `next`.
+    this.#flushing = next.catch(() => undefined).finally(() => (this.#running = undefined));
+    return next;
   }
 
   async #flushDirty(): Promise<void> {
@@ -281,14 +434,14 @@ export class Hydrator {
     if (files.length === 0) return;
     const synced = await Promise.all(
       files.map(async (t) => {
-        const chunks = [...t.unsynced];
+        const chunks = [...t.unsynced.keys()];
         try {
-          await this.#withWriter(t, async (fh) => {
+          await this.#withWriter(t, async (fd) => {
             // Our writes moved mtime; the published one is restored once per flush, not per write.
             const mtime = t.entry.mtimeMs / 1000;
-            await fh.utimes(mtime, mtime);
-            await fh.datasync();
-            if (t.rec.have >= t.rec.chunks && t.unsynced.size === chunks.length) t.rec.presentCtime = await ctimeOf(fh);
+            await futimesP(fd, mtime, mtime);
+            await fdatasyncP(fd);
+            if (t.rec.have >= t.rec.chunks && t.unsynced.size === chunks.length) t.rec.presentCtime = (await fstatP(fd, { bigint: true })).ctimeNs.toString();
           });
         } catch (err) {
           this.#o.onBackgroundError?.(t, err);
@@ -302,12 +455,16 @@ export class Hydrator {
     this.#o.rangeMap.batch(() => {
       for (const t of files) {
         const bitmap = Uint8Array.from(t.rec.bitmap);
-        for (const i of t.unsynced) bitmap[i >> 3] = (bitmap[i >> 3] ?? 0) & ~(1 << (i & 7));
+        for (const i of t.unsynced.keys()) bitmap[i >> 3] = (bitmap[i >> 3] ?? 0) & ~(1 << (i & 7));
         this.#o.rangeMap.saveChunks(t.rec, { bitmap, have: t.rec.have - t.unsynced.size });
       }
     });
     files.forEach((t, k) => {
-      if (synced[k] && t.unsynced.size === 0 && t.rec.have >= t.rec.chunks) void this.closeWriter(t);
+      if (!synced[k] || t.unsynced.size > 0 || t.rec.have < t.rec.chunks) return;
+      // Not awaited: an adopted event fd closes only once its event is answered, and that event
+      // may be waiting for this very flush.
+      void this.closeWriter(t);
+      if (this.#syncFirst) this.#o.onPresent?.(t);
     });
   }
 
@@ -321,34 +478,61 @@ export class Hydrator {
     return bad < 0 ? -1 : a + bad;
   }
 
-  async #withWriter<T>(t: Tracked, fn: (fh: FileHandle) => Promise<T>): Promise<T> {
-    if (!t.writer) t.writer = { fh: open(this.backingPath(t), 'r+'), users: 0, idle: undefined };
+  /** False while the target is being unmounted: event fds are opened through it and keep it busy. */
+  adoptEventFds = true;
+
+  /** Whether {@link adoptFd} would take an event fd for this file: it has no silent writer yet. */
+  wantsEventFd(t: Tracked): boolean {
+    return this.adoptEventFds && !t.evicting && !t.writer?.silent;
+  }
+
+  /**
+   * Make an event's fd (which the caller took from the group, so it outlives the event) the
+   * file's writer. The group must open event fds O_RDWR; the kernel opens them with
+   * FMODE_NONOTIFY, so writes through them raise no events. A path writer still in use is closed
+   * once its writes are done.
+   * @returns the release to call once the event is answered: until then the fd stays open, since
+   * the kernel matches the answer by fd number and a closed number can be handed to a new event.
+   */
+  adoptFd(t: Tracked, fd: number): () => void {
+    const old = t.writer;
+    const w = new Writer(Promise.resolve(fd), true);
+    t.writer = w;
+    w.enter();
+    void old?.retire();
+    return () => {
+      if (w.leave() && t.writer === w) this.#idleLater(t, w);
+    };
+  }
+
+  async #withWriter<T>(t: Tracked, fn: (fd: number) => Promise<T>): Promise<T> {
+    // No event fd to write through (prefetch, a flush after the idle writer was closed): open
+    // the backing path. Its writes raise pre-content events, answered at once for our pid.
+    t.writer ??= new Writer(openP(this.backingPath(t), 'r+'), false);
     const w = t.writer;
-    w.users++;
-    if (w.idle) clearTimeout(w.idle);
-    w.idle = undefined;
+    w.enter();
     try {
-      return await fn(await w.fh);
+      return await fn(await w.fd);
     } finally {
-      w.users--;
-      // An idle writer is closed soon: a held fd would make a lease (eviction) fail.
-      if (w.users === 0 && t.writer === w) w.idle = setTimeout(() => void this.closeWriter(t), 2000).unref();
+      if (w.leave() && t.writer === w) this.#idleLater(t, w);
     }
   }
 
-  /** Close the file's writer fd if no fetch is using it. */
-  async closeWriter(t: Tracked): Promise<void> {
-    const w = t.writer;
-    if (!w || w.users > 0) return;
-    t.writer = undefined;
-    if (w.idle) clearTimeout(w.idle);
-    await w.fh.then((fh) => fh.close()).catch(() => undefined);
+  #idleLater(t: Tracked, w: Writer): void {
+    w.idle = setTimeout(() => {
+      if (t.writer === w) void this.closeWriter(t);
+    }, WRITER_IDLE_MS).unref();
   }
-}
 
-/** ctime in ns as a decimal string: what changes on any write, truncate or attribute change. */
-async function ctimeOf(fh: FileHandle): Promise<string> {
-  return (await fh.stat({ bigint: true })).ctimeNs.toString();
+  /**
+   * Stop using the file's writer; resolves once its fd is closed (at once if no write is using
+   * it, else after the last one). Needed before a lease probe and before letting an exec go on.
+   */
+  closeWriter(t: Tracked): Promise<void> {
+    const w = t.writer;
+    t.writer = undefined;
+    return w ? w.retire() : Promise.resolve();
+  }
 }
 
 /** Whether a file still needs interception (not every chunk present). */

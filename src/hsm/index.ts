@@ -7,5 +7,5 @@ export { publish, parseManifest, manifestHash, ManifestError, MANIFEST_NAME, DEF
 export { HttpSource, LocalSource, openSource, SourceError, type Source, type HttpSourceOptions } from './source.js';
 export { mountTree, type MountOptions, type MountHandle } from './supervisor.js';
 export { requestControl, type ControlRequest, type ControlReply } from './control.js';
-export { mountOf, mounts, type MountEntry } from './registry.js';
+export { mountOf, mounts, logPath, type MountEntry } from './registry.js';
 export type { FileState } from './rangemap.js';

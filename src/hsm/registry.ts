@@ -40,6 +40,11 @@ export function socketPath(target: string): string {
   return join(runDir(), `${mountId(target)}.sock`);
 }
 
+/** Where a mount started with `fan hsm mount --background` logs. */
+export function logPath(target: string): string {
+  return join(runDir(), `${mountId(target)}.log`);
+}
+
 /** Record a mount. */
 export function register(e: MountEntry): void {
   mkdirSync(runDir(), { recursive: true, mode: 0o700 });
