@@ -249,6 +249,50 @@ describe('guard on ext4', { timeout: 180_000 }, () => {
     }
   });
 
+  test('fan guard --json whose reader stalls: opens are still answered, and the log says how many lines it dropped', async () => {
+    const d = `${loop.fs.dir}/stalled-log`;
+    fs.mkdirSync(d);
+    fs.writeFileSync(`${d}/f`, 'f');
+    const policyFile = `${loop.fs.dir}/../stalled-policy.json`;
+    fs.writeFileSync(policyFile, JSON.stringify({ default: 'allow', timeoutMs: 2000, rules: [] }));
+    const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+    // stdout is a pipe nobody reads until the opens are done: it fills after a few hundred lines,
+    // and the guard's 4 MiB of queued lines after about 17,000.
+    const child = spawn(process.execPath, [cli, 'guard', '--policy', policyFile, '--json', '--no-cache', d], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (x: string) => (stderr += x));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const opens = 25_000;
+    try {
+      await deadline(
+        (async () => {
+          while (!stderr.includes('fan: guarding')) await new Promise((r) => setTimeout(r, 20));
+        })(),
+        20_000,
+        'fan guard to start',
+      );
+      const r = await runInChild(
+        `const fs = require('node:fs'); for (let i = 0; i < ${opens}; i++) fs.closeSync(fs.openSync(process.argv[1], 'r')); console.log('done');`,
+        { args: [`${d}/f`], timeoutMs: 60_000 },
+      );
+      assert.equal(r.stdout.trim(), 'done', r.stderr);
+    } catch (err) {
+      child.kill('SIGKILL');
+      await exited;
+      throw err;
+    }
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (x: string) => (out += x));
+    child.kill('SIGTERM');
+    assert.equal(await deadline(exited, 20_000, 'fan guard to exit on SIGTERM'), 0, stderr);
+    const lines = out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { path?: string; dropped?: number });
+    const decisions = lines.filter((l) => l.path === `${d}/f`).length;
+    const dropped = lines.reduce((sum, l) => sum + (l.dropped ?? 0), 0);
+    assert.ok(dropped > 0, `the reader stalled, yet nothing was dropped (${decisions} lines)`);
+    assert.equal(decisions + dropped, opens, 'every decision is either written or counted as dropped');
+    fs.rmSync(policyFile);
+  });
+
   test('a pre-content guard refuses to guard its own log (it would wait on itself)', () => {
     assert.throws(
       () =>

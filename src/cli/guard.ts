@@ -7,7 +7,8 @@ import { Command, Option } from 'commander';
 import { Guard, loadPolicy, policyFrom, type DecisionRecord, type Policy } from '../guard/index.js';
 import { ClamdScanner, quarantine } from '../scan/index.js';
 import { native } from '../native.js';
-import { LineWriter, onShutdown, positiveInt, reportFailure } from './output.js';
+import { DecisionLog } from './decision-log.js';
+import { onShutdown, positiveInt, reportFailure } from './output.js';
 
 interface CommonFlags {
   json?: boolean;
@@ -19,15 +20,28 @@ interface CommonFlags {
 }
 
 /**
- * How long a decision line may wait to be written. Lines are written in batches, apart from
- * answering: one write(2) per line, in series with the answers, cost a sequential scan more than
- * a tenth of its throughput.
+ * How long a decision line may wait to be written: lines are written in batches, apart from
+ * answering (one write(2) per line, in series with the answers, cost a sequential scan more than
+ * a tenth of its throughput).
  */
 const LOG_FLUSH_MS = 20;
 
-/** The decision log: NDJSON (or text) lines, written in batches; everything queued is written at exit. */
-function decisionLog(flags: CommonFlags): { writer: LineWriter; write(r: DecisionRecord): void } {
-  const writer = new LineWriter(flags.log, { flushAfterMs: LOG_FLUSH_MS });
+/** Decision lines kept for a reader that does not keep up, before later ones are dropped (counted). */
+const LOG_MAX_QUEUED_BYTES = 4 * 1024 * 1024;
+
+/** How long the exit waits for the log's reader to take the last lines. */
+const LOG_CLOSE_MS = 2000;
+
+/** The decision log: NDJSON (or text) lines, never blocking the answering thread. */
+function decisionLog(flags: CommonFlags): { writer: DecisionLog; write(r: DecisionRecord): void } {
+  const writer = new DecisionLog(flags.log, {
+    flushAfterMs: LOG_FLUSH_MS,
+    maxQueuedBytes: LOG_MAX_QUEUED_BYTES,
+    dropNotice: (n) =>
+      flags.json
+        ? JSON.stringify({ time: new Date().toISOString(), dropped: n, reason: 'the log reader did not keep up' })
+        : `DROPPED ${n} decision lines: the log reader did not keep up`,
+  });
   return {
     writer,
     write(r) {
@@ -58,7 +72,7 @@ async function clamdPid(socket: string): Promise<number | undefined> {
 }
 
 /** Serve until SIGINT/SIGTERM; SIGHUP runs `onHup` (default: flush cached decisions), SIGUSR1 prints metrics. */
-function run(guard: Guard, flags: CommonFlags, log: LineWriter, onHup?: () => void): void {
+function run(guard: Guard, flags: CommonFlags, log: DecisionLog, onHup?: () => void): void {
   process.stderr.write(`fan: guarding (${guard.policy.rules.length} rules, deadline ${guard.policy.timeoutMs} ms, errors → ${guard.policy.onError})${flags.dryRun ? ' in dry-run mode: everything is allowed' : ''}\n`);
   process.on(
     'SIGHUP',
@@ -71,7 +85,7 @@ function run(guard: Guard, flags: CommonFlags, log: LineWriter, onHup?: () => vo
   process.on('SIGUSR1', () => process.stderr.write(`${JSON.stringify({ metrics: guard.metrics })}\n`));
   onShutdown(async () => {
     await guard.close(); // answers every pending event before exit
-    log.close(); // every decision, the last answers' included, is written before exit
+    await log.close(LOG_CLOSE_MS); // the last answers' decisions included
     process.stderr.write(`${JSON.stringify({ metrics: guard.metrics })}\n`);
   });
 }

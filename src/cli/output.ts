@@ -5,49 +5,22 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { FanotifyError } from '../errors.js';
 
-/** Options of {@link LineWriter}. */
-export interface LineWriterOptions {
-  /**
-   * Write queued lines on their own at most this long (ms) after the first one was queued, so
-   * that a stream of lines costs one write(2) per interval instead of one per line, and the
-   * writing happens apart from the work that produced the line. Queued lines are also written
-   * when the process exits. Default: only {@link LineWriter.flush} writes.
-   */
-  readonly flushAfterMs?: number;
-}
-
 /** Lines collected and written with one write(2), to a file or stdout. */
 export class LineWriter {
   readonly #fd: number;
   readonly #owned: boolean;
-  readonly #flushAfterMs: number | undefined;
-  #timer: NodeJS.Timeout | undefined;
   #lines: string[] = [];
-  #closed = false;
 
   /** @param file - a path to append to, or undefined for stdout */
-  constructor(file?: string, options: LineWriterOptions = {}) {
+  constructor(file?: string) {
     this.#owned = file !== undefined;
     this.#fd = file === undefined ? 1 : openSync(file, 'a');
-    this.#flushAfterMs = options.flushAfterMs;
-    // Lines still queued when the process ends (exit(), an uncaught exception) are not lost.
-    if (this.#flushAfterMs !== undefined) process.once('exit', this.#onExit);
   }
-
-  readonly #onExit = (): void => this.close();
 
   /** Queue a line (without its newline). */
   push(line: string): void {
     this.#lines.push(line);
-    if (this.#flushAfterMs !== undefined && this.#timer === undefined && !this.#closed) {
-      this.#timer = setTimeout(this.#onTimer, this.#flushAfterMs).unref();
-    }
   }
-
-  readonly #onTimer = (): void => {
-    this.#timer = undefined;
-    this.flush();
-  };
 
   /** Write every queued line now. A closed reader (EPIPE) ends the process quietly. */
   flush(): void {
@@ -69,13 +42,8 @@ export class LineWriter {
     }
   }
 
-  /** Flush and close the file (stdout stays open). Idempotent. */
+  /** Flush and close the file (stdout stays open). */
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
-    process.off('exit', this.#onExit);
     this.flush();
     if (this.#owned) closeSync(this.#fd);
   }
