@@ -17,6 +17,31 @@ import { startClamd, TEST_MALWARE, TEST_SIGNATURE_REPORTED, type ClamdInstance }
 
 requireRoot();
 
+/** `fan ARGS…` (guard or scan) as a child, started once it says it is guarding; stdout as given. */
+async function startGuardCli(args: string[], stdout: 'pipe' | 'ignore') {
+  const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', stdout, 'pipe'] });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  try {
+    await deadline(
+      (async () => {
+        while (!stderr.includes('fan: guarding')) {
+          if (child.exitCode !== null) throw new Error(`fan ${args[0]} exited: ${stderr}`);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      })(),
+      20_000,
+      `fan ${args[0]} to start`,
+    );
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+  return { child, exited, stderr: () => stderr };
+}
+
 describe('guard on ext4', { timeout: 180_000 }, () => {
   const loop = useLoopFs({ fstype: 'ext4' });
   let dir: string;
@@ -255,22 +280,11 @@ describe('guard on ext4', { timeout: 180_000 }, () => {
     fs.writeFileSync(`${d}/f`, 'f');
     const policyFile = `${loop.fs.dir}/../stalled-policy.json`;
     fs.writeFileSync(policyFile, JSON.stringify({ default: 'allow', timeoutMs: 2000, rules: [] }));
-    const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
     // stdout is a pipe nobody reads until the opens are done: it fills after a few hundred lines,
     // and the guard's 4 MiB of queued lines after about 17,000.
-    const child = spawn(process.execPath, [cli, 'guard', '--policy', policyFile, '--json', '--no-cache', d], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (x: string) => (stderr += x));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const { child, exited, stderr } = await startGuardCli(['guard', '--policy', policyFile, '--json', '--no-cache', d], 'pipe');
     const opens = 25_000;
     try {
-      await deadline(
-        (async () => {
-          while (!stderr.includes('fan: guarding')) await new Promise((r) => setTimeout(r, 20));
-        })(),
-        20_000,
-        'fan guard to start',
-      );
       const r = await runInChild(
         `const fs = require('node:fs'); for (let i = 0; i < ${opens}; i++) fs.closeSync(fs.openSync(process.argv[1], 'r')); console.log('done');`,
         { args: [`${d}/f`], timeoutMs: 60_000 },
@@ -282,9 +296,9 @@ describe('guard on ext4', { timeout: 180_000 }, () => {
       throw err;
     }
     let out = '';
-    child.stdout.setEncoding('utf8').on('data', (x: string) => (out += x));
+    child.stdout!.setEncoding('utf8').on('data', (x: string) => (out += x));
     child.kill('SIGTERM');
-    assert.equal(await deadline(exited, 20_000, 'fan guard to exit on SIGTERM'), 0, stderr);
+    assert.equal(await deadline(exited, 20_000, 'fan guard to exit on SIGTERM'), 0, stderr());
     const lines = out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { path?: string; dropped?: number });
     const decisions = lines.filter((l) => l.path === `${d}/f`).length;
     const dropped = lines.reduce((sum, l) => sum + (l.dropped ?? 0), 0);
@@ -413,24 +427,13 @@ describe('on-access scanning with a real clamd', { timeout: 180_000 }, () => {
     files.forEach((f, i) => fs.writeFileSync(f, i === 7 ? `x ${TEST_MALWARE} y` : `clean ${i}`));
     fs.writeFileSync(`${dir}/last`, 'last');
     const logFile = `${loop.fs.dir}/../scan-log.ndjson`;
-    const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-    const child = spawn(process.execPath, [cli, 'scan', '--clamd', clamd.socket, '--prevent', '--json', '--log', logFile, dir], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     const lines = (): Record<string, unknown>[] =>
       (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8') : '')
         .split('\n')
         .filter(Boolean)
         .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const { child, exited, stderr } = await startGuardCli(['scan', '--clamd', clamd.socket, '--prevent', '--json', '--log', logFile, dir], 'ignore');
     try {
-      await deadline(
-        (async () => {
-          while (!stderr.includes('fan: guarding')) await new Promise((r) => setTimeout(r, 20));
-        })(),
-        20_000,
-        'fan scan to start',
-      );
       const opened = await runInChild(
         `const fs = require('node:fs');
          for (const f of process.argv.slice(1)) {
@@ -456,7 +459,7 @@ describe('on-access scanning with a real clamd', { timeout: 180_000 }, () => {
       throw err;
     }
     child.kill('SIGTERM');
-    assert.equal(await deadline(exited, 20_000, 'fan scan to exit on SIGTERM'), 0, stderr);
+    assert.equal(await deadline(exited, 20_000, 'fan scan to exit on SIGTERM'), 0, stderr());
     const log = lines();
     assert.deepEqual(
       log.map((r) => [r.path, r.answer, r.signature ?? null]),
