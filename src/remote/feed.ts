@@ -6,6 +6,7 @@
 import { basename, relative } from 'node:path';
 import { watch, type Subscription, type WatchEvent } from '../watch/index.js';
 import { openJournal, COOKIE_PREFIX, type Journal, type JournalChange, type SinceResult } from '../journal/index.js';
+import { AccessCache } from './access.js';
 import { IdTable } from './ids.js';
 import type { EventRecord, InvalidateReason } from './protocol.js';
 
@@ -53,6 +54,8 @@ const FROM_JOURNAL: Record<JournalChange['kind'], Change['type']> = { created: '
 /** One watched root shared by its subscribers. */
 export class RootFeed {
   readonly table: IdTable;
+  /** What each local peer may list below the root; kept current by the feed's own events. */
+  readonly access: AccessCache;
   readonly #watch: Subscription;
   readonly #journal: Journal | undefined;
   readonly #subs = new Set<FeedSubscriber>();
@@ -72,6 +75,7 @@ export class RootFeed {
 
   private constructor(readonly root: string, w: Subscription, journal: Journal | undefined, quietMs: number) {
     this.table = new IdTable(root);
+    this.access = new AccessCache(root);
     this.#watch = w;
     this.#journal = journal;
     this.#quietMs = quietMs;
@@ -160,6 +164,11 @@ export class RootFeed {
       } else if (isCookie(ev.path) || (ev.type === 'rename' && isCookie(ev.oldPath))) {
         if (ev.type === 'create') marker = true;
       } else {
+        // A directory whose mode, ACL or place changed: ask the kernel again for its subtree.
+        if (ev.isDir) {
+          this.access.changed(relative(this.root, ev.path));
+          if (ev.type === 'rename') this.access.changed(relative(this.root, ev.oldPath));
+        }
         changes.push(ev);
       }
     }
