@@ -432,6 +432,64 @@ describe('remote server on ext4', { timeout: 300_000 }, () => {
   });
 });
 
+describe('remote ids across a server restart', { timeout: 120_000 }, () => {
+  const loop = useLoopFs({ fstype: 'ext4', sizeMiB: 128 });
+  after(() => removeStateDirs());
+
+  test('with a state dir, ids of unchanged objects stay valid after a restart; replaced ones are stale; a damaged table means new ids', async () => {
+    const stateDir = tempStateDir();
+    const sockDir = fs.mkdtempSync(join(tmpdir(), 'fan-remote-ids-'));
+    const sock = join(sockDir, 'fan.sock');
+    const root = `${loop.fs.dir}/r`;
+    fs.mkdirSync(`${root}/sub`, { recursive: true });
+    fs.writeFileSync(`${root}/keep`, 'kept');
+    fs.writeFileSync(`${root}/sub/deep`, 'deeper');
+    fs.writeFileSync(`${root}/gone`, 'old');
+    const run = async <T>(fn: (sub: RemoteSubscription) => Promise<T>): Promise<T> => {
+      const server = await serve({ socket: sock, journalStateDir: stateDir, lingerMs: 0 });
+      const sub = connect(sock, { root, reconnect: false });
+      try {
+        await sub.ready;
+        return await fn(sub);
+      } finally {
+        await sub.close();
+        await server.close();
+      }
+    };
+    const byName = (entries: { name: string; object: ObjectRef }[]): Record<string, ObjectRef> => Object.fromEntries(entries.map((e) => [e.name, e.object]));
+    try {
+      const before = await run(async (sub) => {
+        const top = byName(await sub.readdir(sub.root!));
+        const deep = byName(await sub.readdir(top.sub!)).deep!;
+        return { root: sub.root!, top, deep };
+      });
+      // While no server runs: gone is replaced by another file of the same name.
+      fs.unlinkSync(`${root}/gone`);
+      fs.writeFileSync(`${root}/gone`, 'new');
+      await run(async (sub) => {
+        assert.deepEqual(sub.root, before.root, 'the root keeps its id');
+        assert.equal((await sub.stat(before.top.keep!)).size, 4, 'an id issued before the restart still names keep');
+        assert.equal((await sub.stat(before.deep)).size, 6, 'and sub/deep, below a directory no event named this run');
+        await assert.rejects(sub.stat(before.top.gone!), { code: 'stale-object' });
+        const top = byName(await sub.readdir(sub.root!));
+        assert.deepEqual(top.keep, before.top.keep);
+        assert.deepEqual(top.sub, before.top.sub);
+        assert.notDeepEqual(top.gone, before.top.gone, 'the replacement is another object');
+      });
+      const saved = fs.readdirSync(stateDir).filter((f) => /^ids-[0-9a-f]{16}\.json$/.test(f));
+      assert.equal(saved.length, 1, `one saved table: ${fs.readdirSync(stateDir).join(', ')}`);
+      fs.writeFileSync(join(stateDir, saved[0]!), '{"v":1,"rootHandle":');
+      await run(async (sub) => {
+        assert.notDeepEqual(sub.root, before.root, 'a damaged table is not used');
+        await assert.rejects(sub.stat(before.top.keep!), { code: 'unknown-object' });
+        assert.equal((await sub.readdir(sub.root!)).length, 3);
+      });
+    } finally {
+      fs.rmSync(sockDir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('remote queues and churn on ext4', { timeout: 300_000 }, () => {
   const loop = useLoopFs({ fstype: 'ext4', sizeMiB: 256 });
   let server: RemoteServer;
