@@ -3,6 +3,7 @@
  *
  *   npm run build && node dist/bench/remote-fanout.js [--clients 100] [--rate 20000]
  *        [--seconds 5] [--probes 5] [--sink-procs 4] [--debounce 2] [--profile DIR]
+ *        [--server-flags "--trace-gc …"]
  *
  * A fresh loop-mounted ext4. `fan serve` runs as a child process (its CPU and memory are read
  * from /proc; `--profile DIR` writes its --cpu-prof there and prints the top functions). A C
@@ -35,8 +36,8 @@ import { FrameDecoder, encodeFrame } from '../src/remote/protocol.js';
 import type { FanoutChildMsg } from './remote-fanout-child.js';
 import { compileGen, cpuDelta, cpuSeconds, fmt, machineNote, memMiB, parseFlags, profileSummary, quantile, table, verdict } from './watch-util.js';
 
-const USAGE = 'node dist/bench/remote-fanout.js [--clients N] [--rate CHANGES_PER_S] [--seconds S] [--probes N] [--sink-procs N] [--debounce MS] [--profile DIR]';
-const o = parseFlags(process.argv.slice(2), { clients: 100, rate: 20000, seconds: 5, probes: 5, sinkProcs: 4, debounce: 2, profile: '' }, USAGE);
+const USAGE = 'node dist/bench/remote-fanout.js [--clients N] [--rate CHANGES_PER_S] [--seconds S] [--probes N] [--sink-procs N] [--debounce MS] [--profile DIR] [--server-flags "NODE FLAGS"]';
+const o = parseFlags(process.argv.slice(2), { clients: 100, rate: 20000, seconds: 5, probes: 5, sinkProcs: 4, debounce: 2, profile: '', serverFlags: '' }, USAGE);
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const CHILD = fileURLToPath(new URL('./remote-fanout-child.js', import.meta.url));
 const DIRS = 10;
@@ -168,13 +169,23 @@ async function main(): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'fan-bench-remote-'));
   const gen = compileGen(work, 'remote-gen');
   const sock = join(work, 'fan.sock');
-  const prof = o.profile ? ['--cpu-prof', '--cpu-prof-dir', o.profile] : [];
+  const prof = [...(o.profile ? ['--cpu-prof', '--cpu-prof-dir', o.profile] : []), ...o.serverFlags.split(' ').filter(Boolean)];
   const server = spawn(process.execPath, [...prof, CLI, 'serve', '--socket', sock, '--debounce', String(o.debounce), '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  server.stdout!.setEncoding('utf8');
   try {
     await new Promise<void>((resolve, reject) => {
-      server.stdout!.once('data', () => resolve());
+      let out = '';
+      const ready = (s: string): void => {
+        out += s;
+        if (!out.includes('"type":"ready"')) return;
+        server.stdout!.off('data', ready);
+        resolve();
+      };
+      server.stdout!.on('data', ready);
       server.once('exit', (c) => reject(new Error(`fan serve exited (${String(c)})`)));
     });
+    // What --server-flags makes the server print (--trace-gc…) goes to stderr.
+    if (o.serverFlags) server.stdout!.on('data', (s: string) => process.stderr.write(s));
     const root = join(fs.dir, 'gen');
     mkdirSync(root);
     for (let i = 0; i < DIRS; i++) mkdirSync(join(root, `d${i}`));

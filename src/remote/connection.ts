@@ -54,6 +54,15 @@ const RECORDS_PER_FRAME = 1000;
 const HELLO_TIMEOUT_MS = 10_000;
 /** Subscriptions one connection may hold. */
 const MAX_SUBSCRIPTIONS = 64;
+/**
+ * Least time between two writes of event frames to one client. What arrives sooner waits and
+ * goes out with the next write (one writev of several frames): under a steady stream a client
+ * costs at most 1000/this writes a second, whose kernel cost (a wake-up of the reader each) is
+ * what grows with the number of clients; a lone change is still written at once.
+ */
+const MIN_WRITE_GAP_MS = 5;
+/** Bytes handed to the socket in one write at most, so congestion is noticed between writes. */
+const MAX_WRITE_BYTES = 1 << 20;
 
 /**
  * Serialised record arrays (per chunk offset), shared by every subscriber that sends them
@@ -196,6 +205,9 @@ export class Connection {
   /** Invalidations sent because this client read too slowly. */
   overflows = 0;
   readonly #helloTimer: NodeJS.Timeout;
+  /** When event frames were last written (performance.now()). */
+  #lastWrite = -Infinity;
+  #writeTimer: NodeJS.Timeout | undefined;
 
   constructor(host: ConnectionHost, transport: Transport, readonly auth: ClientAuth) {
     this.#host = host;
@@ -237,7 +249,13 @@ export class Connection {
     this.#queue.push(item);
     this.#qEvents += item.events;
     this.#qBytes += item.bytes;
-    this.#pump();
+    // Answers go at once (with whatever events wait before them); events keep the write gap.
+    if (!item.sub || item.events === 0) this.#pump();
+    else if (this.#writeTimer === undefined) {
+      const wait = this.#lastWrite + MIN_WRITE_GAP_MS - performance.now();
+      if (wait <= 0) this.#pump();
+      else this.#writeTimer = setTimeout(() => this.#pump(), wait);
+    }
   }
 
   #overflow(current: ClientSub): void {
@@ -257,12 +275,21 @@ export class Connection {
   }
 
   #pump(): void {
+    clearTimeout(this.#writeTimer);
+    this.#writeTimer = undefined;
     while (this.#head < this.#queue.length && !this.#transport.congested && !this.#closed) {
-      const q = this.#queue[this.#head]!;
-      this.#queue[this.#head++] = undefined as unknown as Queued;
-      this.#qEvents -= q.events;
-      this.#qBytes -= q.bytes;
-      this.#transport.send(q.parts);
+      const parts: Buffer[] = [];
+      let bytes = 0;
+      while (this.#head < this.#queue.length && bytes < MAX_WRITE_BYTES) {
+        const q = this.#queue[this.#head]!;
+        this.#queue[this.#head++] = undefined as unknown as Queued;
+        this.#qEvents -= q.events;
+        this.#qBytes -= q.bytes;
+        bytes += q.bytes;
+        parts.push(...q.parts);
+      }
+      this.#transport.send(parts);
+      this.#lastWrite = performance.now();
     }
     if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
       this.#queue = this.#queue.slice(this.#head);
@@ -489,6 +516,7 @@ export class Connection {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#helloTimer);
+    clearTimeout(this.#writeTimer);
     for (const s of [...this.#subs.values()]) this.unsubscribe(s);
     this.#queue = [];
     this.#qBytes = 0;
