@@ -5,8 +5,9 @@
  *   remote-fanout-child probe SOCKET ROOT N    N connect() clients measuring each create's latency
  *   remote-fanout-child anchor - ROOT MS       a direct watch() (MS batching window), measuring the same
  *
- * Sends `{t:'ready'}` once subscribed; on `{t:'stop'}` answers `{t:'done', lat, bytes}` (latencies
- * in ms, sorted; bytes read by the sinks) and exits. A latency is the receipt time minus the
+ * Sends `{t:'ready'}` once subscribed; latencies are kept from `{t:'measure'}` on (the warm-up
+ * before it is only counted); on `{t:'stop'}` answers `{t:'done', lat, seen, bytes}` (latencies in
+ * ms, sorted; creates seen in all; bytes read by the sinks) and exits. A latency is the receipt time minus the
  * CLOCK_MONOTONIC time in the created file's name (t<ns>, stamped by the generator right before
  * its open(2)).
  * @module
@@ -18,17 +19,21 @@ import { watch } from '../src/watch/index.js';
 import { monoNs } from './watch-util.js';
 
 /** A message from a client process. */
-export type FanoutChildMsg = { t: 'ready' } | { t: 'done'; lat: number[]; bytes: number } | { t: 'fail'; message: string };
+export type FanoutChildMsg = { t: 'ready' } | { t: 'done'; lat: number[]; seen: number; bytes: number } | { t: 'fail'; message: string };
 
 const [mode, sock, root, n] = process.argv.slice(2) as [string, string, string, string];
 const count = Number(n);
 const lat: number[] = [];
+let measuring = false;
+let seen = 0;
 let bytes = 0;
 
 /** Latency in ms from a created file's name (t<monotonic ns>). */
-function latencyOf(path: string, now: bigint): number | undefined {
+function record(path: string, now: bigint): void {
   const m = /\/?t(\d+)$/.exec(path);
-  return m ? Number(now - BigInt(m[1]!)) / 1e6 : undefined;
+  if (!m) return;
+  seen++;
+  if (measuring) lat.push(Number(now - BigInt(m[1]!)) / 1e6);
 }
 
 function send(msg: FanoutChildMsg, then?: () => void): void {
@@ -62,11 +67,7 @@ async function start(): Promise<() => Promise<void>> {
       sub.on('update', (u) => {
         if (u.type !== 'events') return;
         const now = monoNs();
-        for (const r of u.events) {
-          if (r.kind !== 'create') continue;
-          const l = latencyOf(r.path, now);
-          if (l !== undefined) lat.push(l);
-        }
+        for (const r of u.events) if (r.kind === 'create') record(r.path, now);
       });
       return sub;
     });
@@ -79,11 +80,7 @@ async function start(): Promise<() => Promise<void>> {
     const w = watch(root, { debounceMs: count });
     w.on('events', (batch) => {
       const now = monoNs();
-      for (const ev of batch) {
-        if (ev.type !== 'create') continue;
-        const l = latencyOf(ev.path, now);
-        if (l !== undefined) lat.push(l);
-      }
+      for (const ev of batch) if (ev.type === 'create') record(ev.path, now);
     });
     await w.ready;
     return () => w.close();
@@ -94,9 +91,10 @@ async function start(): Promise<() => Promise<void>> {
 try {
   const stop = await start();
   process.on('message', (m: { t: string }) => {
+    if (m.t === 'measure') measuring = true;
     if (m.t !== 'stop') return;
     void stop().then(() => {
-      send({ t: 'done', lat: lat.sort((a, b) => a - b), bytes }, () => process.disconnect());
+      send({ t: 'done', lat: lat.sort((a, b) => a - b), seen, bytes }, () => process.disconnect());
     });
   });
   send({ t: 'ready' });
