@@ -138,20 +138,23 @@ describe('NATS with token authentication', { timeout: 120_000 }, () => {
     let serveErr = '';
     serveProc.stdout.setEncoding('utf8').on('data', (s: string) => (serveOut += s));
     serveProc.stderr.setEncoding('utf8').on('data', (s: string) => (serveErr += s));
-    const child = spawn(process.execPath, [CLI, 'connect', '--json', '--host', 'web2', '--durable', 'authed', '--nats-token-file', tokenFile, nats.url, root], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let child: ReturnType<typeof spawn> | undefined;
     let out = '';
     let err = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (err += s));
     try {
+      // Ready means the stream exists: a consumer needs it.
       await waitUntil(() => serveOut.includes('"type":"ready"'), `fan serve ready (stderr: ${serveErr})`, 15_000);
+      child = spawn(process.execPath, [CLI, 'connect', '--json', '--host', 'web2', '--durable', 'authed', '--nats-token-file', tokenFile, nats.url, root], { stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout!.setEncoding('utf8').on('data', (s: string) => (out += s));
+      child.stderr!.setEncoding('utf8').on('data', (s: string) => (err += s));
+      await waitUntil(() => out.includes('"type":"ready"'), `fan connect ready (stderr: ${err})`, 15_000);
       fs.writeFileSync(`${root}/through-auth`, 'x');
       await waitUntil(() => out.includes('"path":"through-auth"'), `the record through an authenticated NATS (stderr: ${err} / ${serveErr})`, 15_000);
       const lines = out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
       assert.equal(lines[0]!.type, 'ready');
       assert.ok(lines.some((l) => l.type === 'event' && l.kind === 'create' && l.path === 'through-auth'));
     } finally {
-      child.kill('SIGTERM');
+      child?.kill('SIGTERM');
       serveProc.kill('SIGTERM');
       await new Promise((r) => serveProc.once('exit', r));
     }
