@@ -54,15 +54,6 @@ const RECORDS_PER_FRAME = 1000;
 const HELLO_TIMEOUT_MS = 10_000;
 /** Subscriptions one connection may hold. */
 const MAX_SUBSCRIPTIONS = 64;
-/**
- * Least time between two writes of event frames to one client. What arrives sooner waits and
- * goes out with the next write (one writev of several frames): under a steady stream a client
- * costs at most 1000/this writes a second, whose kernel cost (a wake-up of the reader each) is
- * what grows with the number of clients; a lone change is still written at once.
- */
-const MIN_WRITE_GAP_MS = 5;
-/** Bytes handed to the socket in one write at most, so congestion is noticed between writes. */
-const MAX_WRITE_BYTES = 1 << 20;
 
 /**
  * Serialised record arrays (per chunk offset), shared by every subscriber that sends them
@@ -81,9 +72,9 @@ function recordsBytes(records: readonly EventRecord[], from: number, count: numb
 }
 
 /**
- * A frame whose middle part (shared between clients) is already encoded: only the small head and
- * tail are per client; the records go to every socket from the one buffer (writev), never copied
- * (a copy per client is a large external allocation per client and batch, which the GC pays for).
+ * A frame whose middle part (shared between clients) is already encoded: the records go to every
+ * socket from the one buffer (writev). Copying them into one buffer per client was measured
+ * slower: a large external allocation per client and batch, paid for by the GC.
  */
 function framed(head: string, middle: Buffer, tail: string): { parts: Buffer[]; bytes: number } {
   const h = Buffer.from(head);
@@ -203,9 +194,6 @@ export class Connection {
   /** Invalidations sent because this client read too slowly. */
   overflows = 0;
   readonly #helloTimer: NodeJS.Timeout;
-  /** When event frames were last written (performance.now()). */
-  #lastWrite = -Infinity;
-  #writeTimer: NodeJS.Timeout | undefined;
 
   constructor(host: ConnectionHost, transport: Transport, readonly auth: ClientAuth) {
     this.#host = host;
@@ -247,13 +235,7 @@ export class Connection {
     this.#queue.push(item);
     this.#qEvents += item.events;
     this.#qBytes += item.bytes;
-    // Answers go at once (with whatever events wait before them); events keep the write gap.
-    if (!item.sub || item.events === 0) this.#pump();
-    else if (this.#writeTimer === undefined) {
-      const wait = this.#lastWrite + MIN_WRITE_GAP_MS - performance.now();
-      if (wait <= 0) this.#pump();
-      else this.#writeTimer = setTimeout(() => this.#pump(), wait);
-    }
+    this.#pump();
   }
 
   #overflow(current: ClientSub): void {
@@ -273,21 +255,12 @@ export class Connection {
   }
 
   #pump(): void {
-    clearTimeout(this.#writeTimer);
-    this.#writeTimer = undefined;
     while (this.#head < this.#queue.length && !this.#transport.congested && !this.#closed) {
-      const parts: Buffer[] = [];
-      let bytes = 0;
-      while (this.#head < this.#queue.length && bytes < MAX_WRITE_BYTES) {
-        const q = this.#queue[this.#head]!;
-        this.#queue[this.#head++] = undefined as unknown as Queued;
-        this.#qEvents -= q.events;
-        this.#qBytes -= q.bytes;
-        bytes += q.bytes;
-        parts.push(...q.parts);
-      }
-      this.#transport.send(parts);
-      this.#lastWrite = performance.now();
+      const q = this.#queue[this.#head]!;
+      this.#queue[this.#head++] = undefined as unknown as Queued;
+      this.#qEvents -= q.events;
+      this.#qBytes -= q.bytes;
+      this.#transport.send(q.parts);
     }
     if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
       this.#queue = this.#queue.slice(this.#head);
@@ -514,7 +487,6 @@ export class Connection {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#helloTimer);
-    clearTimeout(this.#writeTimer);
     for (const s of [...this.#subs.values()]) this.unsubscribe(s);
     this.#queue = [];
     this.#qBytes = 0;
