@@ -2,16 +2,25 @@
  * Remote: fan-out latency and server CPU with many clients, and the effect of a stalled client.
  *
  *   npm run build && node dist/bench/remote-fanout.js [--clients 100] [--rate 20000]
- *        [--seconds 5] [--probes 5]
+ *        [--seconds 5] [--warmup 2] [--probes 5] [--sink-procs 4] [--debounce 2] [--profile DIR]
+ *        [--server-flags "--trace-gc …"]
  *
  * A fresh loop-mounted ext4. `fan serve` runs as a child process (its CPU and memory are read
- * from /proc). A generator child makes `--rate` changes per second: half creates of empty files
- * named with CLOCK_MONOTONIC at creation, half unlinks of the file created 1,000 creates earlier.
- * `--clients` clients subscribe to the root over the unix socket: `--probes` of them are full
- * clients (`connect()`, JSON parsed) that compute each create's latency from its name; the others
- * read and discard their bytes (the server does the same work for every client). The anchor, in
- * the same run: a `watch()` subscriber in this process with the same 2 ms batching window, i.e.
- * the latency of the events before they cross the socket.
+ * from /proc; `--profile DIR` writes its --cpu-prof there and prints the top functions). A C
+ * generator (bench/remote-gen.c) makes `--rate` changes per second: half creates of empty files
+ * named with CLOCK_MONOTONIC read right before the creating open(2), half unlinks of the file
+ * created 1,000 creates earlier, paced with sleeps. `--clients` connections subscribe to the
+ * root over the unix socket: `--probes` full clients (`connect()`, every frame parsed) in one
+ * probe process compute each create's latency at receipt; the others are raw connections that
+ * read and discard, spread over `--sink-procs` processes (real sockets: the server does the same
+ * work for each, but 100 Node runtimes would measure the machine, not the server). The anchor, in
+ * the same run and its own process: a direct `watch()` with the server's batching window
+ * (`--debounce`, 2 ms as the server's default),
+ * i.e. the latency of the same events before they cross the socket.
+ *
+ * Each phase runs the generator `--warmup` + `--seconds` seconds; latencies and server CPU count
+ * only after the warm-up (a freshly started server and fresh client processes first JIT-compile
+ * their hot paths and grow their tables: ~1 s of backlog that a long-running server does not have).
  *
  * Phase 1: every client reads. Phase 2: the same, plus one client that never reads; the server's
  * memory must stay bounded and the others' latency unchanged; when the stalled client reads
@@ -19,7 +28,7 @@
  *
  * @module
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -27,39 +36,15 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createLoopFs } from '../test/helpers/loopfs.js';
-import { connect, type RemoteSubscription } from '../src/remote/client.js';
 import { FrameDecoder, encodeFrame } from '../src/remote/protocol.js';
-import { watch } from '../src/watch/index.js';
-import { cpuDelta, cpuSeconds, fmt, machineNote, memMiB, monoNs, parseFlags, quantile, table, verdict } from './watch-util.js';
+import type { FanoutChildMsg } from './remote-fanout-child.js';
+import { compileGen, cpuDelta, cpuSeconds, fmt, machineNote, memMiB, parseFlags, profileSummary, quantile, table, verdict } from './watch-util.js';
 
-const USAGE = 'node dist/bench/remote-fanout.js [--clients N] [--rate CHANGES_PER_S] [--seconds S] [--probes N]';
-const o = parseFlags(process.argv.slice(2), { clients: 100, rate: 20000, seconds: 5, probes: 5 }, USAGE);
+const USAGE = 'node dist/bench/remote-fanout.js [--clients N] [--rate CHANGES_PER_S] [--seconds S] [--probes N] [--sink-procs N] [--warmup S] [--debounce MS] [--profile DIR] [--server-flags "NODE FLAGS"]';
+const o = parseFlags(process.argv.slice(2), { clients: 100, rate: 20000, seconds: 5, probes: 5, sinkProcs: 4, warmup: 2, debounce: 2, profile: '', serverFlags: '' }, USAGE);
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-
-/** The generator: creates named with their creation time, unlinks 1,000 creates later. */
-const GENERATOR = `
-const fs = require('node:fs');
-const [dir, rate, seconds] = process.argv.slice(1).map((v, i) => i === 0 ? v : Number(v));
-const creates = rate / 2;
-const live = [];
-let made = 0;
-const t0 = process.hrtime.bigint();
-const end = t0 + BigInt(Math.round(seconds * 1e9));
-function tick() {
-  const now = process.hrtime.bigint();
-  if (now >= end) { for (const p of live) fs.unlinkSync(p); console.log(made); return; }
-  const due = Math.floor(Number(now - t0) / 1e9 * creates);
-  while (made < due) {
-    const p = dir + '/d' + (made % 10) + '/t' + process.hrtime.bigint();
-    fs.writeFileSync(p, '');
-    live.push(p);
-    made++;
-    if (live.length > 1000) fs.unlinkSync(live.shift());
-  }
-  setImmediate(tick);
-}
-tick();
-`;
+const CHILD = fileURLToPath(new URL('./remote-fanout-child.js', import.meta.url));
+const DIRS = 10;
 
 interface Phase {
   label: string;
@@ -68,13 +53,48 @@ interface Phase {
   serverCpuS: number;
   serverRssMiB: number;
   made: number;
+  /** Creates the probes saw, warm-up included. */
+  seen: number;
+  sinkMiB: number;
+  /** CPU seconds of the probe process, the anchor process and all sink processes. */
+  clientCpuS: [number, number, number];
   stalledInvalidate?: boolean;
 }
 
-/** Latency in ms from a created file's name (t<monotonic ns>). */
-function latencyOf(path: string, now: bigint): number | undefined {
-  const m = /\/?t(\d+)$/.exec(path);
-  return m ? Number(now - BigInt(m[1]!)) / 1e6 : undefined;
+/** A forked client process (sink, probe or anchor). */
+class ClientProc {
+  readonly proc: ChildProcess;
+  readonly #msgs: FanoutChildMsg[] = [];
+  #wake: (() => void) | undefined;
+
+  constructor(mode: 'sink' | 'probe' | 'anchor', sock: string, root: string, n: number) {
+    this.proc = fork(CHILD, [mode, sock, root, String(n)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.proc.on('message', (m: FanoutChildMsg) => {
+      this.#msgs.push(m);
+      this.#wake?.();
+    });
+    this.proc.once('exit', () => this.#wake?.());
+  }
+
+  async next<T extends FanoutChildMsg['t']>(t: T, timeoutMs = 30_000): Promise<Extract<FanoutChildMsg, { t: T }>> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const m = this.#msgs.shift();
+      if (m?.t === 'fail') throw new Error(`client process failed: ${m.message}`);
+      if (m?.t === t) return m as Extract<FanoutChildMsg, { t: T }>;
+      if (m) continue;
+      if ((this.proc.exitCode !== null && this.#msgs.length === 0) || Date.now() > end) throw new Error(`client process gave no ${t} (exit ${String(this.proc.exitCode)})`);
+      await new Promise<void>((r) => {
+        this.#wake = r;
+        setTimeout(r, 200);
+      });
+    }
+  }
+
+  async stop(): Promise<Extract<FanoutChildMsg, { t: 'done' }>> {
+    this.proc.send({ t: 'stop' });
+    return this.next('done');
+  }
 }
 
 function rawSubscribe(sock: string, root: string): Promise<Socket> {
@@ -89,29 +109,18 @@ function rawSubscribe(sock: string, root: string): Promise<Socket> {
   });
 }
 
-async function runPhase(label: string, sock: string, server: ChildProcess, root: string, stall: boolean): Promise<Phase> {
-  const probes: RemoteSubscription[] = [];
-  const remote: number[] = [];
-  for (let i = 0; i < o.probes; i++) {
-    const sub = connect(sock, { root });
-    sub.on('update', (u) => {
-      if (u.type !== 'events') return;
-      const now = monoNs();
-      for (const r of u.events) {
-        if (r.kind !== 'create') continue;
-        const l = latencyOf(r.path, now);
-        if (l !== undefined) remote.push(l);
-      }
-    });
-    await sub.ready;
-    probes.push(sub);
+async function runPhase(label: string, gen: string, sock: string, server: ChildProcess, root: string, stall: boolean): Promise<Phase> {
+  const procs: ClientProc[] = [];
+  const probe = new ClientProc('probe', sock, root, o.probes);
+  const anchor = new ClientProc('anchor', '-', root, o.debounce);
+  procs.push(probe, anchor);
+  const sinks = o.clients - o.probes;
+  const nProcs = Math.max(1, Math.min(o.sinkProcs, sinks));
+  for (let i = 0; i < nProcs && sinks > 0; i++) {
+    const n = Math.floor(sinks / nProcs) + (i < sinks % nProcs ? 1 : 0);
+    procs.push(new ClientProc('sink', sock, root, n));
   }
-  const sinks: Socket[] = [];
-  for (let i = o.probes; i < o.clients; i++) {
-    const s = await rawSubscribe(sock, root);
-    s.on('data', () => undefined);
-    sinks.push(s);
-  }
+  for (const p of procs) await p.next('ready');
   let stalled: Socket | undefined;
   const stalledMsgs: string[] = [];
   if (stall) {
@@ -123,28 +132,22 @@ async function runPhase(label: string, sock: string, server: ChildProcess, root:
     await sleep(100);
     stalled.pause();
   }
-  const direct: number[] = [];
-  const w = watch(root, { debounceMs: 2 });
-  w.on('events', (batch) => {
-    const now = monoNs();
-    for (const ev of batch) {
-      if (ev.type !== 'create') continue;
-      const l = latencyOf(ev.path, now);
-      if (l !== undefined) direct.push(l);
-    }
-  });
-  await w.ready;
   await sleep(300);
-  const cpu0 = cpuSeconds(server.pid!);
-  const gen = spawn(process.execPath, ['-e', GENERATOR, root, String(o.rate), String(o.seconds)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const g = spawn(gen, [root, String(o.rate), String(o.warmup + o.seconds), String(DIRS)], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
-  gen.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
+  g.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
+  await sleep(o.warmup * 1000);
+  for (const c of [probe, anchor]) c.proc.send({ t: 'measure' });
+  const cpu0 = cpuSeconds(server.pid!);
+  const procCpu0 = procs.map((c) => cpuSeconds(c.proc.pid!));
   let peakRss = 0;
   const sampler = setInterval(() => (peakRss = Math.max(peakRss, memMiB(server.pid!).rss)), 100);
-  await new Promise((r) => gen.once('close', r));
+  const code = await new Promise((r) => g.once('close', r));
+  if (code !== 0) throw new Error(`remote-gen failed (${String(code)})`);
   await sleep(500);
   clearInterval(sampler);
   const cpu = cpuDelta(cpu0, cpuSeconds(server.pid!));
+  const procCpu = procs.map((c, i) => cpuDelta(procCpu0[i]!, cpuSeconds(c.proc.pid!)).total);
   let stalledInvalidate: boolean | undefined;
   if (stalled) {
     stalled.resume();
@@ -153,35 +156,56 @@ async function runPhase(label: string, sock: string, server: ChildProcess, root:
     stalledInvalidate = stalledMsgs.includes('invalidate');
     stalled.destroy();
   }
-  await w.close();
-  for (const p of probes) await p.close();
-  for (const s of sinks) s.destroy();
+  const [p, a, ...s] = await Promise.all(procs.map((c) => c.stop()));
   await sleep(300);
-  return { label, remote: remote.sort((a, b) => a - b), direct: direct.sort((a, b) => a - b), serverCpuS: cpu.total, serverRssMiB: peakRss, made: Number(out.trim()) || 0, ...(stalledInvalidate === undefined ? {} : { stalledInvalidate }) };
+  return {
+    label,
+    remote: p!.lat,
+    direct: a!.lat,
+    serverCpuS: cpu.total,
+    serverRssMiB: peakRss,
+    made: Number(out.trim()) || 0,
+    seen: p!.seen,
+    sinkMiB: s.reduce((n, d) => n + d.bytes, 0) / 2 ** 20,
+    clientCpuS: [procCpu[0]!, procCpu[1]!, procCpu.slice(2).reduce((n, c) => n + c, 0)],
+    ...(stalledInvalidate === undefined ? {} : { stalledInvalidate }),
+  };
 }
 
 async function main(): Promise<void> {
   const note = machineNote();
   const fs = await createLoopFs({ fstype: 'ext4', sizeMiB: 512 });
-  const sockDir = mkdtempSync(join(tmpdir(), 'fan-bench-remote-'));
-  const sock = join(sockDir, 'fan.sock');
-  const server = spawn(process.execPath, [CLI, 'serve', '--socket', sock, '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const work = mkdtempSync(join(tmpdir(), 'fan-bench-remote-'));
+  const gen = compileGen(work, 'remote-gen');
+  const sock = join(work, 'fan.sock');
+  const prof = [...(o.profile ? ['--cpu-prof', '--cpu-prof-dir', o.profile] : []), ...o.serverFlags.split(' ').filter(Boolean)];
+  const server = spawn(process.execPath, [...prof, CLI, 'serve', '--socket', sock, '--debounce', String(o.debounce), '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  server.stdout!.setEncoding('utf8');
   try {
     await new Promise<void>((resolve, reject) => {
-      server.stdout!.once('data', () => resolve());
+      let out = '';
+      const ready = (s: string): void => {
+        out += s;
+        if (!out.includes('"type":"ready"')) return;
+        server.stdout!.off('data', ready);
+        resolve();
+      };
+      server.stdout!.on('data', ready);
       server.once('exit', (c) => reject(new Error(`fan serve exited (${String(c)})`)));
     });
+    // What --server-flags makes the server print (--trace-gc…) goes to stderr.
+    if (o.serverFlags) server.stdout!.on('data', (s: string) => process.stderr.write(s));
     const root = join(fs.dir, 'gen');
     mkdirSync(root);
-    for (let i = 0; i < 10; i++) mkdirSync(join(root, `d${i}`));
-    const phases = [await runPhase('all clients read', sock, server, root, false), await runPhase('plus one stalled client', sock, server, root, true)];
-    const rows = [['phase', 'creates', `remote p50 ms (${o.probes} probes)`, 'remote p99 ms', 'direct watch() p50 ms', 'direct p99 ms', 'p99 remote/direct', 'server CPU % of a core', 'server peak RSS MiB']];
+    for (let i = 0; i < DIRS; i++) mkdirSync(join(root, `d${i}`));
+    const phases = [await runPhase('all clients read', gen, sock, server, root, false), await runPhase('plus one stalled client', gen, sock, server, root, true)];
+    const rows = [['phase', 'creates (with warm-up)', `remote p50 ms (${o.probes} probes)`, 'remote p99 ms', 'direct watch() p50 ms', 'direct p99 ms', 'p99 remote/direct', 'server CPU % of a core', 'server peak RSS MiB', 'MiB read by sinks', 'CPU % of a core: probes / anchor / sinks']];
     for (const p of phases) {
       const rp99 = quantile(p.remote, 0.99);
       const dp99 = quantile(p.direct, 0.99);
       rows.push([
         p.label,
-        `${p.made} (${fmt(p.remote.length / Math.max(1, o.probes), 0)} per probe)`,
+        `${p.made} (${fmt(p.seen / Math.max(1, o.probes), 0)} seen per probe)`,
         fmt(quantile(p.remote, 0.5)),
         fmt(rp99),
         fmt(quantile(p.direct, 0.5)),
@@ -189,19 +213,22 @@ async function main(): Promise<void> {
         `${fmt(rp99 / dp99, 1)}×`,
         fmt((p.serverCpuS / o.seconds) * 100, 0),
         fmt(p.serverRssMiB, 0),
+        fmt(p.sinkMiB, 0),
+        p.clientCpuS.map((c) => fmt((c / o.seconds) * 100, 0)).join(' / '),
       ]);
     }
     const [a, b] = phases as [Phase, Phase];
-    process.stdout.write(`${note}\n${o.clients} clients, ${o.rate} changes/s for ${o.seconds} s\n\n${table(rows)}\n\n`);
+    process.stdout.write(`${note}\n${o.clients} clients (${o.probes} probes in one process, the rest in ${o.sinkProcs} sink processes), ${o.rate} changes/s for ${o.seconds} s after ${o.warmup} s of warm-up, ${o.debounce} ms batching window\n\n${table(rows)}\n\n`);
     process.stdout.write(`target p99 ≤ 20 ms: ${verdict(quantile(a.remote, 0.99) <= 20)} (${fmt(quantile(a.remote, 0.99))} ms)\n`);
     process.stdout.write(`stalled client: others' p99 ${fmt(quantile(a.remote, 0.99))} → ${fmt(quantile(b.remote, 0.99))} ms; server peak RSS ${fmt(a.serverRssMiB, 0)} → ${fmt(b.serverRssMiB, 0)} MiB; invalidate on resume: ${b.stalledInvalidate ? 'yes' : 'NO'}\n`);
-    const missing = a.remote.length < a.made * o.probes * 0.99 || b.remote.length < b.made * o.probes * 0.99;
-    if (missing) process.stdout.write(`note: probes saw ${a.remote.length}/${a.made * o.probes} and ${b.remote.length}/${b.made * o.probes} creates (a probe that overflowed got invalidate)\n`);
+    const missing = a.seen < a.made * o.probes * 0.99 || b.seen < b.made * o.probes * 0.99;
+    if (missing) process.stdout.write(`note: probes saw ${a.seen}/${a.made * o.probes} and ${b.seen}/${b.made * o.probes} creates (a probe that overflowed got invalidate)\n`);
   } finally {
     server.kill('SIGTERM');
     await new Promise((r) => server.once('exit', r));
     await fs.cleanup();
-    rmSync(sockDir, { recursive: true, force: true });
+    rmSync(work, { recursive: true, force: true });
+    if (o.profile) process.stdout.write(`\nserver ${profileSummary(o.profile)}\n`);
   }
 }
 

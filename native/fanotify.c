@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/fsuid.h>
 #include <sys/socket.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -910,6 +911,97 @@ static napi_value js_peer_cred(napi_env env, napi_callback_info info) {
   return obj;
 }
 
+/* ---- access as another user -------------------------------------------- */
+
+/*
+ * faccessat2(path, mode, AT_EACCESS) under another user's filesystem credentials (fsuid, fsgid,
+ * supplementary groups), so the kernel decides with ACLs and LSMs included, without a process.
+ * Credentials are per thread in the kernel: the raw syscalls change only this thread (glibc's
+ * setgroups would change every thread of the process), and are restored before returning.
+ */
+static void restore_creds_or_die(uid_t fsuid, gid_t fsgid, long ngroups, const gid_t *groups) {
+  syscall(SYS_setfsuid, fsuid);
+  syscall(SYS_setfsgid, fsgid);
+  if ((uid_t)syscall(SYS_setfsuid, -1) != fsuid || (gid_t)syscall(SYS_setfsgid, -1) != fsgid ||
+      syscall(SYS_setgroups, ngroups, groups) < 0) {
+    /* A thread left with another user's credentials must not keep running. */
+    fprintf(stderr, "fanotify: cannot restore this thread's credentials after accessAs\n");
+    abort();
+  }
+}
+
+static napi_value js_access_as(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  uint32_t uid, gid, mode, ngroups = 0;
+  bool is_array = false;
+  char stackbuf[PATH_MAX];
+  char *path = NULL;
+  if (!get_args(env, info, 5, argv) || !arg_uint32(env, argv[0], "uid", &uid) ||
+      !arg_uint32(env, argv[1], "gid", &gid))
+    return NULL;
+  if (napi_is_array(env, argv[2], &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, argv[2], &ngroups) != napi_ok || ngroups > 65536)
+    return throw_type(env, "groups", "an array of at most 65536 gids");
+  if (!arg_uint32(env, argv[4], "mode", &mode)) return NULL;
+  gid_t *groups = malloc(sizeof(gid_t) * (ngroups + 1));
+  if (groups == NULL) return throw_errno(env, ENOMEM, "malloc");
+  for (uint32_t i = 0; i < ngroups; i++) {
+    napi_value g;
+    uint32_t v;
+    if (napi_get_element(env, argv[2], i, &g) != napi_ok || !arg_uint32(env, g, "groups[i]", &v)) {
+      free(groups);
+      return NULL;
+    }
+    groups[i] = v;
+  }
+  if (!arg_path(env, argv[3], "path", false, stackbuf, sizeof stackbuf, &path)) {
+    free(groups);
+    return NULL;
+  }
+  long nsaved = syscall(SYS_getgroups, 0, NULL);
+  gid_t *saved = nsaved >= 0 ? malloc(sizeof(gid_t) * (size_t)(nsaved + 1)) : NULL;
+  if (saved == NULL || syscall(SYS_getgroups, nsaved, saved) != nsaved) {
+    int err = nsaved < 0 ? errno : ENOMEM;
+    free(saved);
+    free(groups);
+    free_path(path, stackbuf);
+    return throw_errno(env, err, "getgroups");
+  }
+  uid_t old_uid = (uid_t)syscall(SYS_setfsuid, -1);
+  gid_t old_gid = (gid_t)syscall(SYS_setfsgid, -1);
+  int rc = -1, err = 0;
+  const char *failed = "setgroups";
+  if (syscall(SYS_setgroups, (long)ngroups, groups) < 0) {
+    err = errno;
+  } else {
+    syscall(SYS_setfsgid, gid);
+    syscall(SYS_setfsuid, uid);
+    if ((gid_t)syscall(SYS_setfsgid, -1) != gid || (uid_t)syscall(SYS_setfsuid, -1) != uid) {
+      failed = "setfsuid";
+      err = EPERM;
+    } else {
+      failed = "faccessat2";
+      rc = (int)syscall(SYS_faccessat2, AT_FDCWD, path, (int)mode, AT_EACCESS);
+      err = rc < 0 ? errno : 0;
+    }
+  }
+  restore_creds_or_die(old_uid, old_gid, nsaved, saved);
+  free(saved);
+  free(groups);
+  free_path(path, stackbuf);
+  if (rc == 0) {
+    napi_value t;
+    NAPI_OK(env, napi_get_boolean(env, true, &t));
+    return t;
+  }
+  if (err == EACCES || err == ENOENT || err == ENOTDIR || err == ELOOP || err == ENAMETOOLONG) {
+    napi_value f;
+    NAPI_OK(env, napi_get_boolean(env, false, &f));
+    return f;
+  }
+  return throw_errno(env, err, failed);
+}
+
 /* ---- leases, close ----------------------------------------------------- */
 
 static napi_value js_set_lease(napi_env env, napi_callback_info info) {
@@ -995,6 +1087,7 @@ NAPI_MODULE_INIT() {
       METHOD("sendFd", js_send_fd),
       METHOD("recvFd", js_recv_fd),
       METHOD("peerCred", js_peer_cred),
+      METHOD("accessAs", js_access_as),
       METHOD("setLease", js_set_lease),
       METHOD("getLease", js_get_lease),
       METHOD("close", js_close),

@@ -137,6 +137,13 @@ export interface NativeAddon {
   recvFd(socketFd: number, maxLength: number): ReceivedFd;
   /** getsockopt SO_PEERCRED. */
   peerCred(socketFd: number): PeerCred;
+  /**
+   * faccessat2(path, mode, AT_EACCESS) with this thread's filesystem uid, gid and supplementary
+   * groups set to the given ones for the call (ACLs and LSMs apply), then restored. True when
+   * allowed; false for EACCES, ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG; other errors (EPERM without
+   * CAP_SETUID/CAP_SETGID) are thrown. `mode` is R_OK/W_OK/X_OK bits.
+   */
+  accessAs(uid: number, gid: number, groups: readonly number[], path: string, mode: number): boolean;
   /** fcntl F_SETLEASE (F_RDLCK, F_WRLCK or F_UNLCK). */
   setLease(fd: number, type: number): void;
   /** fcntl F_GETLEASE; returns F_RDLCK, F_WRLCK or F_UNLCK. */

@@ -6,6 +6,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FrameDecoder, encodeFrame, frameOf, parseClientMessage, negotiate, type Decoded } from '../src/remote/protocol.js';
 import { mulberry32 } from './helpers/random.js';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { IdTable, type SavedIds } from '../src/remote/ids.js';
 
 test('a frame is a 4-byte big-endian length and UTF-8 JSON', () => {
   const f = encodeFrame({ type: 'ping', req: 7, s: 'é' });
@@ -140,4 +144,53 @@ test('fuzz: 1,000,000 frames of every kind, split at random points, decode exact
   }
   assert.ok(frames >= 1_000_000);
   assert.ok(valid > 300_000 && invalidMessages > 150_000, `valid ${valid}, invalid ${invalidMessages}`);
+});
+
+test('fuzz: a saved id table, however damaged, never throws and never names anything outside the root', () => {
+  const base = mkdtempSync(join(tmpdir(), 'fan-ids-'));
+  const root = join(base, 'root');
+  mkdirSync(`${root}/d/e`, { recursive: true });
+  writeFileSync(`${root}/d/f`, 'x');
+  writeFileSync(`${base}/outside`, 'secret');
+  try {
+    const table = new IdTable(root);
+    const f = table.at('d/f', false).node;
+    const e = table.at('d/e', true).node;
+    const good = table.save();
+    assert.equal(good.nodes.length, 3, 'd, d/e and d/f are saved');
+    const again = new IdTable(root, JSON.parse(JSON.stringify(good)) as unknown);
+    assert.deepEqual(again.ref(again.root), table.ref(table.root));
+    for (const n of [f, e]) {
+      const r = again.resolve(table.ref(n));
+      assert.ok(r.ok && r.path === table.pathOf(n), `${table.pathOf(n)} keeps its id`);
+    }
+    const next = mulberry32(20261121);
+    const rnd = (): number => next() / 2 ** 32;
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
+    const junk: unknown[] = ['..', '../outside', '', 'd//f', '/etc/passwd', 'd/../../outside', 'd/\0', -1, 0, 1.5, 2 ** 60, null, {}, [], true, 'x'.repeat(5000), f.id, e.id];
+    let loaded = 0;
+    for (let i = 0; i < 3000; i++) {
+      const saved = JSON.parse(JSON.stringify(good)) as { -readonly [K in keyof SavedIds]: unknown } & { nodes: unknown[][] };
+      for (let m = 1 + Math.floor(rnd() * 4); m > 0; m--) {
+        const what = rnd();
+        const nodes = Array.isArray(saved.nodes) ? saved.nodes : undefined;
+        const node = nodes && nodes.length > 0 ? pick(nodes) : undefined;
+        const bad = structuredClone(pick(junk));
+        if (what < 0.6 && Array.isArray(node)) node[Math.floor(rnd() * 7)] = bad;
+        else if (what < 0.7 && nodes) nodes.push(pick([Array.isArray(node) ? [...(node as unknown[])] : [], bad, []]) as unknown[]);
+        else if (what < 0.8 && nodes) nodes.reverse();
+        else (saved as Record<string, unknown>)[pick(['v', 'rootHandle', 'rootId', 'nodes'])] = bad;
+      }
+      const t = new IdTable(root, saved);
+      if (t.size > 1) loaded++;
+      for (const n of Array.isArray(saved.nodes) ? saved.nodes : []) {
+        if (!Array.isArray(n) || typeof n[0] !== 'string') continue;
+        const r = t.resolve({ id: n[0], gen: typeof n[1] === 'number' ? n[1] : 1 });
+        if (r.ok) assert.ok(r.abs === root || r.abs.startsWith(`${root}/`), `an id resolved outside the root: ${r.abs}`);
+      }
+    }
+    assert.ok(loaded > 100, `some damaged tables still load their valid part (${loaded})`);
+  } finally {
+    rmSync(base, { recursive: true, force: true });
+  }
 });

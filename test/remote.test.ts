@@ -5,6 +5,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +16,7 @@ import { useLoopFs, requireRoot } from './helpers/loopfs.js';
 import { runInChild, deadline } from './helpers/proc.js';
 import { tempStateDir, removeStateDirs, sleep } from './helpers/journal.js';
 import { mulberry32 } from './helpers/random.js';
+import { native } from '../src/native.js';
 import { RawClient, UpdateLog, describeRecord, type Msg } from './helpers/remote.js';
 
 requireRoot();
@@ -275,6 +277,77 @@ describe('remote server on ext4', { timeout: 300_000 }, () => {
     assert.deepEqual(seen.filter((x) => !/^(create|update) (ready|visible|last)$/.test(x)), [], 'nothing from below private/');
   });
 
+  test('an ACL denying a named user hides that directory from it until the ACL changes', async () => {
+    const root = fresh();
+    fs.chmodSync(root, 0o777);
+    fs.mkdirSync(`${root}/acl`, { mode: 0o755 });
+    fs.mkdirSync(`${root}/open`, { mode: 0o755 });
+    // The mode bits let "other" list acl/; the ACL entry takes that away from uid 65534 alone.
+    execFileSync('setfacl', ['-m', 'u:65534:---', `${root}/acl`]);
+    const { log } = await subscribe(root);
+    const script = `
+      const { connect } = await import(${JSON.stringify(CLIENT_JS)});
+      const fs = await import('node:fs');
+      const [sock, root] = process.argv.slice(1);
+      const seen = [];
+      const sub = connect(sock, { root, reconnect: false });
+      sub.on('update', (u) => { if (u.type === 'events') for (const r of u.events) seen.push(r.kind + ' ' + r.path); });
+      await sub.ready;
+      const dirs = await sub.readdir(sub.root);
+      const acl = dirs.find((e) => e.name === 'acl');
+      let listing;
+      try { await sub.readdir(acl.object); listing = 'listed'; } catch (e) { listing = e.code; }
+      fs.writeFileSync(root + '/ready', '');
+      const end = Date.now() + 8000;
+      while (!seen.includes('create last') && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      let after;
+      try { after = (await sub.readdir(acl.object)).map((e) => e.name).sort(); } catch (e) { after = e.code; }
+      await sub.close();
+      console.log(JSON.stringify({ listing, seen, after }));
+    `;
+    const child = runInChild(script, { uid: 65534, module: true, args: [sock, root], timeoutMs: 20_000 });
+    await log.until(() => log.records.some((r) => r.path === 'ready'), 10_000, 'the child ready');
+    fs.writeFileSync(`${root}/acl/secret`, 'x');
+    fs.writeFileSync(`${root}/open/visible`, 'y');
+    // Once the root client has the secret's record, the other subscriber's copy was filtered too.
+    await log.until(() => log.records.some((r) => r.path === 'acl/secret'), 10_000, 'acl/secret at the root client');
+    execFileSync('setfacl', ['-x', 'u:65534', `${root}/acl`]);
+    await log.until(() => log.records.some((r) => r.kind === 'attrib' && r.path === 'acl'), 10_000, 'the ACL change as an attrib record');
+    fs.writeFileSync(`${root}/acl/after`, 'z');
+    await log.until(() => log.records.some((r) => r.path === 'acl/after'), 10_000, 'acl/after at the root client');
+    fs.writeFileSync(`${root}/last`, 'w');
+    const r = await child;
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout.trim()) as { listing: string; seen: string[]; after: string[] | string };
+    assert.equal(out.listing, 'forbidden', 'the ACL denies listing acl/ although "other" may');
+    assert.deepEqual(
+      out.seen.filter((x) => x.startsWith('create ')),
+      ['create ready', 'create open/visible', 'create acl/after', 'create last'],
+    );
+    assert.ok(!out.seen.some((x) => x.includes('secret')), `nothing of acl/secret: ${JSON.stringify(out.seen)}`);
+    assert.deepEqual(out.after, ['after', 'secret'], 'once the ACL entry is gone, acl/ can be listed');
+  });
+
+  test('native.accessAs asks the kernel as another user (named-user ACLs count) and restores the thread', () => {
+    const dir = fresh();
+    fs.chmodSync(dir, 0o755);
+    fs.mkdirSync(`${dir}/d`, { mode: 0o755 });
+    execFileSync('setfacl', ['-m', 'u:65534:---,g:4242:r-x', `${dir}/d`]);
+    fs.chmodSync(`${dir}/d`, 0o750);
+    const status = (): string[] => fs.readFileSync('/proc/self/status', 'utf8').match(/^(Uid|Gid|Groups|CapEff|CapPrm):.*$/gm) ?? [];
+    const before = status();
+    const R_X = 5;
+    assert.equal(native.accessAs(65534, 65534, [65534], `${dir}/d`, R_X), false, 'the named-user entry denies');
+    assert.equal(native.accessAs(65533, 65533, [65533], `${dir}/d`, R_X), false, 'the mask (750) leaves "other" nothing');
+    assert.equal(native.accessAs(65533, 65533, [65533, 4242], `${dir}/d`, R_X), true, 'a supplementary group with an ACL grant');
+    assert.equal(native.accessAs(65533, 4242, [], `${dir}/d`, R_X), true, 'the primary group is the fsgid');
+    assert.equal(native.accessAs(65533, 65533, [65533], `${dir}/missing`, R_X), false);
+    assert.equal(native.accessAs(0, 0, [], `${dir}/d`, R_X), true);
+    assert.throws(() => native.accessAs(65533, 65533, ['x' as unknown as number], `${dir}/d`, R_X), /groups/);
+    assert.deepEqual(status(), before, 'uid, gids, groups and capabilities are as before');
+    fs.readdirSync(`${dir}/d`);
+  });
+
   test('resume after a disconnect returns exactly the missed changes', async () => {
     const root = fresh();
     const { sub: first, log } = await subscribe(root);
@@ -356,6 +429,64 @@ describe('remote server on ext4', { timeout: 300_000 }, () => {
     const c = await RawClient.hello(sock);
     assert.equal((await c.request({ type: 'ping' })).type, 'pong');
     c.close();
+  });
+});
+
+describe('remote ids across a server restart', { timeout: 120_000 }, () => {
+  const loop = useLoopFs({ fstype: 'ext4', sizeMiB: 128 });
+  after(() => removeStateDirs());
+
+  test('with a state dir, ids of unchanged objects stay valid after a restart; replaced ones are stale; a damaged table means new ids', async () => {
+    const stateDir = tempStateDir();
+    const sockDir = fs.mkdtempSync(join(tmpdir(), 'fan-remote-ids-'));
+    const sock = join(sockDir, 'fan.sock');
+    const root = `${loop.fs.dir}/r`;
+    fs.mkdirSync(`${root}/sub`, { recursive: true });
+    fs.writeFileSync(`${root}/keep`, 'kept');
+    fs.writeFileSync(`${root}/sub/deep`, 'deeper');
+    fs.writeFileSync(`${root}/gone`, 'old');
+    const run = async <T>(fn: (sub: RemoteSubscription) => Promise<T>): Promise<T> => {
+      const server = await serve({ socket: sock, journalStateDir: stateDir, lingerMs: 0 });
+      const sub = connect(sock, { root, reconnect: false });
+      try {
+        await sub.ready;
+        return await fn(sub);
+      } finally {
+        await sub.close();
+        await server.close();
+      }
+    };
+    const byName = (entries: { name: string; object: ObjectRef }[]): Record<string, ObjectRef> => Object.fromEntries(entries.map((e) => [e.name, e.object]));
+    try {
+      const before = await run(async (sub) => {
+        const top = byName(await sub.readdir(sub.root!));
+        const deep = byName(await sub.readdir(top.sub!)).deep!;
+        return { root: sub.root!, top, deep };
+      });
+      // While no server runs: gone is replaced by another file of the same name.
+      fs.unlinkSync(`${root}/gone`);
+      fs.writeFileSync(`${root}/gone`, 'new');
+      await run(async (sub) => {
+        assert.deepEqual(sub.root, before.root, 'the root keeps its id');
+        assert.equal((await sub.stat(before.top.keep!)).size, 4, 'an id issued before the restart still names keep');
+        assert.equal((await sub.stat(before.deep)).size, 6, 'and sub/deep, below a directory no event named this run');
+        await assert.rejects(sub.stat(before.top.gone!), { code: 'stale-object' });
+        const top = byName(await sub.readdir(sub.root!));
+        assert.deepEqual(top.keep, before.top.keep);
+        assert.deepEqual(top.sub, before.top.sub);
+        assert.notDeepEqual(top.gone, before.top.gone, 'the replacement is another object');
+      });
+      const saved = fs.readdirSync(stateDir).filter((f) => /^ids-[0-9a-f]{16}\.json$/.test(f));
+      assert.equal(saved.length, 1, `one saved table: ${fs.readdirSync(stateDir).join(', ')}`);
+      fs.writeFileSync(join(stateDir, saved[0]!), '{"v":1,"rootHandle":');
+      await run(async (sub) => {
+        assert.notDeepEqual(sub.root, before.root, 'a damaged table is not used');
+        await assert.rejects(sub.stat(before.top.keep!), { code: 'unknown-object' });
+        assert.equal((await sub.readdir(sub.root!)).length, 3);
+      });
+    } finally {
+      fs.rmSync(sockDir, { recursive: true, force: true });
+    }
   });
 });
 

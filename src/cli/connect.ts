@@ -7,8 +7,9 @@ import { hostname } from 'node:os';
 import { Command, Option } from 'commander';
 import { connect, consumeFromNats, EVENT_KINDS, type EventKind, type EventRecord, type RemoteUpdate } from '../remote/index.js';
 import { LineWriter, onShutdown, reportFailure } from './output.js';
+import { addNatsFlags, natsAuthOf, type NatsFlags } from './nats-flags.js';
 
-interface ConnectFlags {
+interface ConnectFlags extends NatsFlags {
   json?: boolean;
   cursor?: string;
   tokenFile?: string;
@@ -29,7 +30,7 @@ export function formatRecordText(r: EventRecord): string {
 
 /** Build the `connect` subcommand. */
 export function connectCommand(): Command {
-  return new Command('connect')
+  return addNatsFlags(new Command('connect'))
     .description(
       'Subscribe to a directory on a fan serve server and print its changes, reconnecting and resuming by itself; ' +
         'or consume a host\'s published events from NATS JetStream with a durable consumer.',
@@ -56,7 +57,8 @@ Paths are relative to the root; a trailing "/" marks a directory.
 Examples:
   fan connect /run/fanotify/fan.sock ~/src
   fan connect --json --token-file token wss://build-host:7443 /srv/share
-  fan connect nats://127.0.0.1:4222 /srv/share --host web1 --durable indexer`,
+  fan connect nats://127.0.0.1:4222 /srv/share --host web1 --durable indexer
+  fan connect nats://nats.lan:4222 /srv/share --host web1 --nats-creds fan.creds --nats-ca ca.pem`,
     )
     .action(async (url: string, root: string, flags: ConnectFlags) => {
       try {
@@ -107,7 +109,7 @@ async function runConnect(url: string, root: string, flags: ConnectFlags): Promi
 async function runNats(url: string, root: string, flags: ConnectFlags): Promise<void> {
   const out = new LineWriter();
   const host = flags.host ?? hostname();
-  const messages = consumeFromNats({ url, host, root, durable: flags.durable ?? `fan-connect-${hostname().replace(/[^A-Za-z0-9_-]/g, '_')}` });
+  const messages = consumeFromNats({ url, host, root, ...natsAuthOf(flags), durable: flags.durable ?? `fan-connect-${hostname().replace(/[^A-Za-z0-9_-]/g, '_')}` });
   onShutdown(async () => {
     await messages.return(undefined);
   });

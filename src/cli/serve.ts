@@ -5,10 +5,11 @@
 import { realpathSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { serve, publishToNats, DEFAULT_SOCKET } from '../remote/index.js';
+import { addNatsFlags, natsAuthOf, type NatsFlags } from './nats-flags.js';
 import { defaultStateDir } from '../journal/index.js';
 import { LineWriter, onShutdown, positiveInt, reportFailure } from './output.js';
 
-interface ServeFlags {
+interface ServeFlags extends NatsFlags {
   socket: string | false;
   listen?: string;
   cert?: string;
@@ -34,7 +35,7 @@ const repeatable = (v: string, prev: string[]): string[] => [...prev, v];
 
 /** Build the `serve` subcommand. */
 export function serveCommand(): Command {
-  return new Command('serve')
+  return addNatsFlags(new Command('serve'))
     .description(
       'Serve file events: local programs subscribe through a unix socket (each may watch only what its uid can read), ' +
         'remote machines through ws:// or wss:// with a token. Renames are one record; objects have server-issued ids ' +
@@ -69,7 +70,8 @@ Examples:
   sudo fan serve                                   local clients: fan connect /run/fanotify/fan.sock /home/me/src
   sudo fan serve --journal                         clients resume after a disconnect from their last cursor
   sudo fan serve --listen wss://0.0.0.0:7443 --cert c.pem --key k.pem --token-file /etc/fanotify/token --export /srv/share
-  sudo fan serve --publish nats://127.0.0.1:4222 --publish-root /srv/share --retention limits --max-age 86400`,
+  sudo fan serve --publish nats://127.0.0.1:4222 --publish-root /srv/share --retention limits --max-age 86400
+  sudo fan serve --publish nats://nats.lan:4222 --publish-root /srv/share --nats-token-file /etc/fanotify/nats-token`,
     )
     .action(async (flags: ServeFlags) => {
       try {
@@ -99,6 +101,7 @@ async function runServe(flags: ServeFlags): Promise<void> {
       if (flags.publishRoot.length === 0) throw new Error('serve: --publish needs at least one --publish-root directory');
       bridge = await publishToNats((r) => server.acquire(r), (f) => server.release(f), {
         url: flags.publish,
+        ...natsAuthOf(flags),
         roots: flags.publishRoot.map((r) => realpathSync(r)),
         host: flags.hostName,
         stream: flags.stream,

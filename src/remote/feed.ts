@@ -3,9 +3,11 @@
  * watch batches into protocol records once, for every subscriber of the root.
  * @packageDocumentation
  */
-import { basename, relative } from 'node:path';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { basename, join, relative } from 'node:path';
 import { watch, type Subscription, type WatchEvent } from '../watch/index.js';
-import { openJournal, COOKIE_PREFIX, type Journal, type JournalChange, type SinceResult } from '../journal/index.js';
+import { openJournal, rootTag, COOKIE_PREFIX, type Journal, type JournalChange, type SinceResult } from '../journal/index.js';
+import { AccessCache } from './access.js';
 import { IdTable } from './ids.js';
 import type { EventRecord, InvalidateReason } from './protocol.js';
 
@@ -25,7 +27,10 @@ export interface FeedSubscriber {
 export interface FeedOptions {
   /** Batching window of the watch, in ms. */
   readonly debounceMs: number;
-  /** Journal state directory: set to enable cursors and resume. */
+  /**
+   * Journal state directory: set to enable cursors and resume. The root's id table is saved there
+   * when the feed closes and loaded when it opens again, so ids survive a server restart.
+   */
   readonly journalStateDir?: string;
   /** A cursor checkpoint is taken after this much quiet following real changes (ms). */
   readonly checkpointQuietMs?: number;
@@ -53,6 +58,8 @@ const FROM_JOURNAL: Record<JournalChange['kind'], Change['type']> = { created: '
 /** One watched root shared by its subscribers. */
 export class RootFeed {
   readonly table: IdTable;
+  /** What each local peer may list below the root; kept current by the feed's own events. */
+  readonly access: AccessCache;
   readonly #watch: Subscription;
   readonly #journal: Journal | undefined;
   readonly #subs = new Set<FeedSubscriber>();
@@ -69,9 +76,19 @@ export class RootFeed {
   #dirty = false;
   /** The newest checkpoint cursor: every change before it was delivered. */
   #cursor: string | undefined;
+  /** Where the id table is saved between runs (with a journal). */
+  readonly #idFile: string | undefined;
 
-  private constructor(readonly root: string, w: Subscription, journal: Journal | undefined, quietMs: number) {
-    this.table = new IdTable(root);
+  private constructor(readonly root: string, w: Subscription, journal: Journal | undefined, quietMs: number, idFile: string | undefined) {
+    this.#idFile = idFile;
+    let saved: unknown;
+    try {
+      if (idFile) saved = JSON.parse(readFileSync(idFile, 'utf8'));
+    } catch {
+      // None saved yet, or unreadable: new ids, as after any restart without one.
+    }
+    this.table = new IdTable(root, saved);
+    this.access = new AccessCache(root);
     this.#watch = w;
     this.#journal = journal;
     this.#quietMs = quietMs;
@@ -89,7 +106,8 @@ export class RootFeed {
       await journal?.close();
       throw err;
     }
-    const feed = new RootFeed(root, w, journal, options.checkpointQuietMs ?? 100);
+    const idFile = options.journalStateDir === undefined ? undefined : join(options.journalStateDir, `ids-${rootTag(root)}.json`);
+    const feed = new RootFeed(root, w, journal, options.checkpointQuietMs ?? 100, idFile);
     if (journal) feed.#cursor = journal.cursor();
     return feed;
   }
@@ -140,6 +158,14 @@ export class RootFeed {
     await this.#watch.close();
     await this.#syncChain.catch(() => undefined);
     await this.#journal?.close();
+    if (this.#idFile) {
+      try {
+        writeFileSync(`${this.#idFile}.tmp`, JSON.stringify(this.table.save()), { mode: 0o600 });
+        renameSync(`${this.#idFile}.tmp`, this.#idFile);
+      } catch {
+        // Not saved: the next run issues new ids, which clients revalidate as after any restart.
+      }
+    }
   }
 
   #onBatch(batch: WatchEvent[]): void {
@@ -160,6 +186,11 @@ export class RootFeed {
       } else if (isCookie(ev.path) || (ev.type === 'rename' && isCookie(ev.oldPath))) {
         if (ev.type === 'create') marker = true;
       } else {
+        // A directory whose mode, ACL or place changed: ask the kernel again for its subtree.
+        if (ev.isDir) {
+          this.access.changed(relative(this.root, ev.path));
+          if (ev.type === 'rename') this.access.changed(relative(this.root, ev.oldPath));
+        }
         changes.push(ev);
       }
     }

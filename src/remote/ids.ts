@@ -8,7 +8,7 @@
 import { lstatSync, realpathSync, type Stats } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { native } from '../native.js';
-import type { ObjectRef, StatInfo } from './protocol.js';
+import { isWellFormedId, type ObjectRef, type StatInfo } from './protocol.js';
 
 /** One object the table knows. */
 export interface IdNode {
@@ -38,6 +38,34 @@ export type Resolved = { ok: true; node: IdNode; path: string; abs: string } | {
 
 /** Dead nodes kept (so their ids answer "stale", not "unknown") before the oldest are dropped. */
 const MAX_DEAD = 100_000;
+
+/**
+ * A table as saved between server runs: the live objects it named, with their identities. Loaded,
+ * it is trusted for nothing: every id is checked against the filesystem when a client uses it,
+ * like any other.
+ */
+export interface SavedIds {
+  readonly v: 1;
+  /** The root's own identity: a table saved for another directory at that path is not loaded. */
+  readonly rootHandle: string;
+  readonly rootId: string;
+  /** Parents before their children. */
+  readonly nodes: readonly SavedNode[];
+}
+
+/** One saved object: id, generation, path relative to the root, handle key, inode key, isDir. */
+export type SavedNode = readonly [id: string, gen: number, path: string, handleKey: string, inodeKey: string, isDir: boolean];
+
+function isSavedNode(n: unknown): n is SavedNode {
+  if (!Array.isArray(n) || n.length !== 6) return false;
+  const [id, gen, path, handleKey, inodeKey, isDir] = n as unknown[];
+  return (
+    typeof id === 'string' && isWellFormedId(id) &&
+    typeof gen === 'number' && Number.isSafeInteger(gen) && gen >= 1 &&
+    typeof path === 'string' && path !== '' && !path.split('/').some((p) => p === '' || p === '.' || p === '..') && !path.includes('\0') &&
+    typeof handleKey === 'string' && typeof inodeKey === 'string' && typeof isDir === 'boolean'
+  );
+}
 
 /** Split a relative path into its names ('' is the root). */
 function names(rel: string): string[] {
@@ -74,10 +102,47 @@ export class IdTable {
   readonly #byInode = new Map<string, IdNode>();
   readonly #dead: IdNode[] = [];
 
-  /** @param rootPath - the absolute, real path of the served root */
-  constructor(readonly rootPath: string) {
+  /**
+   * @param rootPath - the absolute, real path of the served root
+   * @param saved - a table {@link IdTable.save}d by an earlier run (anything else, or a table of
+   *   another directory once at this path, is ignored): its objects keep their ids
+   */
+  constructor(readonly rootPath: string, saved?: unknown) {
     const id = this.#identity(rootPath);
-    this.root = this.#newNode(undefined, '', true, id);
+    const s = saved as Partial<SavedIds> | undefined;
+    const usable = s?.v === 1 && s.rootHandle === id.handleKey && typeof s.rootId === 'string' && isWellFormedId(s.rootId) && Array.isArray(s.nodes);
+    this.root = usable ? this.#newNode(undefined, '', true, id, s.rootId) : this.#newNode(undefined, '', true, id);
+    if (usable) this.#load(s.nodes as unknown[]);
+  }
+
+  /** The live objects with a known identity, for {@link IdTable}'s `saved` in a later run. */
+  save(): SavedIds {
+    const nodes: SavedNode[] = [];
+    const walk = (dir: IdNode, prefix: string): void => {
+      for (const [name, n] of dir.children ?? []) {
+        if (n.dead || n.handleKey === undefined || n.inodeKey === undefined) continue;
+        const path = prefix === '' ? name : `${prefix}/${name}`;
+        nodes.push([n.id, n.gen, path, n.handleKey, n.inodeKey, n.isDir]);
+        walk(n, path);
+      }
+    };
+    walk(this.root, '');
+    return { v: 1, rootHandle: this.root.handleKey!, rootId: this.root.id, nodes };
+  }
+
+  #load(nodes: readonly unknown[]): void {
+    const byPath = new Map<string, IdNode>([['', this.root]]);
+    for (const n of nodes) {
+      if (!isSavedNode(n)) continue;
+      const [id, gen, path, handleKey, inodeKey, isDir] = n;
+      const cut = path.lastIndexOf('/');
+      const parent = byPath.get(cut < 0 ? '' : path.slice(0, cut));
+      const name = path.slice(cut + 1);
+      if (!parent || this.#byId.has(id) || this.#byInode.has(inodeKey) || parent.children?.has(name)) continue;
+      const node = this.#newNode(parent, name, isDir, { handleKey, inodeKey }, id, gen);
+      (parent.children ??= new Map()).set(name, node);
+      byPath.set(path, node);
+    }
   }
 
   /** Number of ids held (live and dead), for leak checks. */

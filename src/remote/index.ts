@@ -6,7 +6,7 @@
 export { serve, type ServeOptions, type RemoteServer } from './server.js';
 export { connect, RemoteSubscription, RemoteError, DEFAULT_SOCKET, type ConnectOptions, type RemoteUpdate, type RemoteSubscriptionEvents } from './client.js';
 export { StatCache, type CachedEntry } from './cache-client.js';
-export { publishToNats, consumeFromNats, subjectFor, DEFAULT_STREAM, type PublishOptions, type ConsumeOptions, type NatsEnvelope } from './nats.js';
+export { publishToNats, consumeFromNats, subjectFor, DEFAULT_STREAM, type PublishOptions, type ConsumeOptions, type NatsAuthOptions, type NatsEnvelope } from './nats.js';
 export {
   PROTOCOL_VERSIONS,
   DEFAULT_MAX_FRAME,

@@ -3,8 +3,9 @@
  * and consume them with a durable consumer, so a fleet's events outlive any one connection.
  * @packageDocumentation
  */
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
+import { connect as natsConnect, credsAuthenticator, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy, RetentionPolicy, type JetStreamManager } from '@nats-io/jetstream';
 import { rootTag } from '../journal/index.js';
 import { FanotifyError } from '../errors.js';
@@ -19,8 +20,28 @@ export type NatsEnvelope =
   | { readonly type: 'events'; readonly host: string; readonly root: string; readonly events: readonly EventRecord[] }
   | { readonly type: 'invalidate'; readonly host: string; readonly root: string; readonly reason: InvalidateReason; readonly detail: string };
 
+/**
+ * How to authenticate to nats-server and secure the connection. At most one of `token`,
+ * `user`/`pass` and `credsFile`.
+ */
+export interface NatsAuthOptions {
+  /** A token (nats-server `authorization { token: … }` or `--auth`). */
+  readonly token?: string;
+  /** User name; needs `pass`. */
+  readonly user?: string;
+  readonly pass?: string;
+  /** A `.creds` file (user JWT and NKey seed) for decentralized (operator) auth. */
+  readonly credsFile?: string;
+  /** PEM file of the CA that signed the server's certificate; any `tls*` option requires TLS. */
+  readonly tlsCa?: string;
+  /** PEM client certificate, for servers that verify clients (needs `tlsKey`). */
+  readonly tlsCert?: string;
+  /** PEM private key of `tlsCert`. */
+  readonly tlsKey?: string;
+}
+
 /** Options of {@link publishToNats}. */
-export interface PublishOptions {
+export interface PublishOptions extends NatsAuthOptions {
   /** nats://HOST:PORT */
   readonly url: string;
   /** Roots to publish (absolute, real paths). */
@@ -47,13 +68,56 @@ export function subjectFor(host: string, root: string): string {
   return `fan.${token(host)}.${rootTag(root)}`;
 }
 
-async function natsOpen(url: string): Promise<NatsConnection> {
+/** The client options of `auth`, checked: a problem is named before any connection is tried. */
+function natsAuth(auth: NatsAuthOptions): Partial<NodeConnectionOptions> {
+  const ways = [auth.token !== undefined, auth.user !== undefined || auth.pass !== undefined, auth.credsFile !== undefined].filter(Boolean).length;
+  if (ways > 1) throw new FanotifyError('nats: give one of a token, a user and password, or a creds file', 'EINVAL');
+  if ((auth.user === undefined) !== (auth.pass === undefined)) throw new FanotifyError('nats: a user needs a password and a password needs a user', 'EINVAL');
+  if ((auth.tlsCert === undefined) !== (auth.tlsKey === undefined)) throw new FanotifyError('nats: a TLS client certificate needs its key and a key needs its certificate', 'EINVAL');
+  const out: { -readonly [K in keyof NodeConnectionOptions]?: NodeConnectionOptions[K] } = {};
+  if (auth.token !== undefined) out.token = auth.token;
+  if (auth.user !== undefined) {
+    out.user = auth.user;
+    out.pass = auth.pass;
+  }
+  if (auth.credsFile !== undefined) {
+    let creds: Uint8Array;
+    try {
+      creds = readFileSync(auth.credsFile);
+    } catch (err) {
+      throw new FanotifyError(`nats: cannot read the creds file ${auth.credsFile}: ${(err as Error).message}`, 'ENOENT');
+    }
+    out.authenticator = credsAuthenticator(creds);
+  }
+  if (auth.tlsCa !== undefined || auth.tlsCert !== undefined) {
+    const pem = (file: string, what: string): string => {
+      try {
+        return readFileSync(file, 'utf8');
+      } catch (err) {
+        throw new FanotifyError(`nats: cannot read the TLS ${what} ${file}: ${(err as Error).message}`, 'ENOENT');
+      }
+    };
+    out.tls = {
+      ...(auth.tlsCa !== undefined ? { ca: pem(auth.tlsCa, 'CA file') } : {}),
+      ...(auth.tlsCert !== undefined ? { cert: pem(auth.tlsCert, 'certificate'), key: pem(auth.tlsKey!, 'key') } : {}),
+    };
+  }
+  return out;
+}
+
+async function natsOpen(url: string, auth: NatsAuthOptions): Promise<NatsConnection> {
   const u = new URL(url);
   if (u.protocol !== 'nats:') throw new FanotifyError(`nats: expected nats://HOST:PORT, got ${url}`, 'EINVAL');
+  const options = natsAuth(auth);
   try {
-    return await natsConnect({ servers: `${u.hostname}:${u.port || 4222}`, timeout: 5000 });
+    return await natsConnect({ servers: `${u.hostname}:${u.port || 4222}`, timeout: 5000, ...options });
   } catch (err) {
-    throw new FanotifyError(`nats: cannot connect to ${url}: ${(err as Error).message} (is nats-server running with -js?)`, 'ECONNREFUSED');
+    const message = (err as Error).message;
+    if (/authori[sz]ation|authentication|permission/i.test(message)) {
+      throw new FanotifyError(`nats: ${url} refused the credentials: ${message} (check the token, user and password, or creds file)`, 'EACCES');
+    }
+    const tls = /tls|certificate|ssl/i.test(message) ? ' (check the TLS CA, certificate and key)' : ' (is nats-server running with -js?)';
+    throw new FanotifyError(`nats: cannot connect to ${url}: ${message}${tls}`, 'ECONNREFUSED');
   }
 }
 
@@ -91,7 +155,7 @@ export async function publishToNats(
   release: (feed: RootFeed) => void,
   options: PublishOptions,
 ): Promise<{ close(): Promise<void>; published(): number }> {
-  const nc = await natsOpen(options.url);
+  const nc = await natsOpen(options.url, options);
   const host = options.host ?? hostname();
   let published = 0;
   const subs: { feed: RootFeed; sub: FeedSubscriber }[] = [];
@@ -158,7 +222,7 @@ export async function publishToNats(
 }
 
 /** Options of {@link consumeFromNats}. */
-export interface ConsumeOptions {
+export interface ConsumeOptions extends NatsAuthOptions {
   readonly url: string;
   /** The publishing host's name. */
   readonly host: string;
@@ -174,7 +238,7 @@ export interface ConsumeOptions {
  * caller's loop body for it ran (the next `next()`), so a crash redelivers what was not handled.
  */
 export async function* consumeFromNats(options: ConsumeOptions): AsyncGenerator<NatsEnvelope> {
-  const nc = await natsOpen(options.url);
+  const nc = await natsOpen(options.url, options);
   try {
     const stream = options.stream ?? DEFAULT_STREAM;
     const jsm = await jetstreamManager(nc);

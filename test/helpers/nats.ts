@@ -18,13 +18,13 @@ export interface NatsServer {
 }
 
 
-/** Start `nats-server -js` and wait (up to 10 s) until it accepts connections. */
-export async function startNats(): Promise<NatsServer> {
+/** Start `nats-server -js` (with `--auth TOKEN` when given a token) and wait (up to 10 s) until it accepts connections. */
+export async function startNats(options: { token?: string } = {}): Promise<NatsServer> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'fan-nats-'));
   let stderr = '';
   let exited: string | undefined;
-  const child: ChildProcess = spawn('nats-server', ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', dir], {
+  const child: ChildProcess = spawn('nats-server', ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', dir, ...(options.token ? ['--auth', options.token] : [])], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, PATH: `${process.env.PATH ?? ''}:/usr/sbin:/usr/bin` },
   });
