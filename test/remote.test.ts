@@ -68,7 +68,7 @@ describe('remote server on ext4', { timeout: 300_000 }, () => {
     const { sub, log } = await subscribe(root);
     fs.mkdirSync(`${root}/src`);
     fs.writeFileSync(`${root}/src/a.ts`, 'one');
-    await log.until((u) => log.records.some((r) => r.path === 'src/a.ts'), 5000, 'create src/a.ts');
+    await log.until(() => log.records.some((r) => r.path === 'src/a.ts'), 5000, 'create src/a.ts');
     const created = log.records.find((r) => r.path === 'src/a.ts')!;
     const srcDir = log.records.find((r) => r.path === 'src')!;
     fs.mkdirSync(`${root}/lib`);
