@@ -1,14 +1,17 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { closeSync, constants, mkdtempSync, openSync, readdirSync, rmSync, writeSync } from 'node:fs';
 import { mkdir, truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { publish, mountTree, requestControl, type MountHandle, type MountOptions } from '../src/hsm/index.js';
 import { socketPath } from '../src/hsm/registry.js';
 import { useLoopFs } from './helpers/loopfs.js';
 import { startFaultyHttp, type FaultyHttp, type Fault } from './helpers/faulty-http.js';
 import { makeSourceTree, readInChild } from './helpers/hsm.js';
+import { deadline } from './helpers/proc.js';
 
 const MiB = 1024 * 1024;
 const runDir = mkdtempSync(join(tmpdir(), 'fan-hsm-run-'));
@@ -306,4 +309,59 @@ test('a stream cut mid-body keeps the chunks verified before the cut and fetches
   }
   assert.deepEqual(seen, [`bytes=${MiB}-${2 * MiB - 1}`, `bytes=${2 * MiB}-${4 * MiB - 1}`, `bytes=${3 * MiB}-${4 * MiB - 1}`]);
   assert.equal(await fileState(h.target, 'd/f5.bin'), 'partial');
+});
+
+test('fan hsm mount whose stderr nobody reads: the supervisor still logs, serves and stops on SIGTERM', async () => {
+  // A FIFO filled up before the mount starts: a blocking write(2) to it would never return, and
+  // an unbounded queue would keep every line in memory.
+  const dir = mkdtempSync(join(tmpdir(), 'fan-hsm-stderr-'));
+  const fifo = join(dir, 'stderr.fifo');
+  execFileSync('mkfifo', [fifo]);
+  const readFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+  const fillFd = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+  const errFd = openSync(fifo, constants.O_WRONLY);
+  try {
+    for (;;) {
+      try {
+        writeSync(fillFd, Buffer.alloc(4096, 0x2e));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EAGAIN') break;
+        throw err;
+      }
+    }
+    const target = join(loop.fs.dir, 'stalled-stderr');
+    await mkdir(target);
+    server.fault = 'error';
+    const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+    const child = spawn(process.execPath, [cli, 'hsm', 'mount', '--json', server.url, target, '--state-dir', join(stateRoot, 'stalled-stderr')], { stdio: ['ignore', 'pipe', errFd] });
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    try {
+      await deadline(
+        new Promise<void>((resolve, reject) => {
+          child.stdout!.setEncoding('utf8').on('data', (s: string) => s.includes('"mounted"') && resolve());
+          child.once('exit', (code) => reject(new Error(`fan hsm mount exited ${code}`)));
+        }),
+        30_000,
+        'fan hsm mount to be mounted',
+      );
+      // Each failed read makes the supervisor log a line to the full FIFO.
+      for (let i = 0; i < 3; i++) {
+        const r = await readInChild(join(target, 'f2.bin'), i * MiB, 4096);
+        assert.deepEqual([r.ok, r.errno], [false, 'EIO']);
+      }
+      server.fault = 'none';
+      const ok = await readInChild(join(target, 'f3.bin'));
+      assert.ok(ok.data.equals(want('f3.bin')));
+    } catch (err) {
+      child.kill('SIGKILL');
+      await exited;
+      throw err;
+    }
+    child.kill('SIGTERM');
+    assert.equal(await deadline(exited, 30_000, 'fan hsm mount to stop on SIGTERM with its stderr full'), 0);
+  } finally {
+    server.fault = 'none';
+    for (const fd of [errFd, fillFd, readFd]) closeSync(fd);
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

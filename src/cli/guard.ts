@@ -7,7 +7,7 @@ import { Command, Option } from 'commander';
 import { Guard, loadPolicy, policyFrom, type DecisionRecord, type Policy } from '../guard/index.js';
 import { ClamdScanner, quarantine } from '../scan/index.js';
 import { native } from '../native.js';
-import { DecisionLog } from './decision-log.js';
+import { NonBlockingLines } from './nonblocking-lines.js';
 import { onShutdown, positiveInt, reportFailure } from './output.js';
 
 interface CommonFlags {
@@ -33,14 +33,15 @@ const LOG_MAX_QUEUED_BYTES = 4 * 1024 * 1024;
 const LOG_CLOSE_MS = 2000;
 
 /** The decision log: NDJSON (or text) lines, never blocking the answering thread. */
-function decisionLog(flags: CommonFlags): { writer: DecisionLog; write(r: DecisionRecord): void } {
-  const writer = new DecisionLog(flags.log, {
+function decisionLog(flags: CommonFlags): { writer: NonBlockingLines; write(r: DecisionRecord): void } {
+  const writer = new NonBlockingLines(flags.log ?? 'stdout', {
     flushAfterMs: LOG_FLUSH_MS,
     maxQueuedBytes: LOG_MAX_QUEUED_BYTES,
     dropNotice: (n) =>
       flags.json
         ? JSON.stringify({ time: new Date().toISOString(), dropped: n, reason: 'the log reader did not keep up' })
         : `DROPPED ${n} decision lines: the log reader did not keep up`,
+    onError: (err) => process.stderr.write(`fan: decision log: ${err.message}\n`),
   });
   return {
     writer,
@@ -72,7 +73,7 @@ async function clamdPid(socket: string): Promise<number | undefined> {
 }
 
 /** Serve until SIGINT/SIGTERM; SIGHUP runs `onHup` (default: flush cached decisions), SIGUSR1 prints metrics. */
-function run(guard: Guard, flags: CommonFlags, log: DecisionLog, onHup?: () => void): void {
+function run(guard: Guard, flags: CommonFlags, log: NonBlockingLines, onHup?: () => void): void {
   process.stderr.write(`fan: guarding (${guard.policy.rules.length} rules, deadline ${guard.policy.timeoutMs} ms, errors → ${guard.policy.onError})${flags.dryRun ? ' in dry-run mode: everything is allowed' : ''}\n`);
   process.on(
     'SIGHUP',

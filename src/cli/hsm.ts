@@ -9,10 +9,17 @@ import { closeSync, mkdirSync, openSync, readFileSync, realpathSync } from 'node
 import { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { publish, mountTree, requestControl, mountOf, logPath, DEFAULT_CHUNK_SIZE, type ControlRequest, type ControlReply } from '../hsm/index.js';
+import { NonBlockingLines } from './nonblocking-lines.js';
 import { action, LineWriter, onShutdown, positiveInt } from './output.js';
 
 /** Set in the environment of the daemon `fan hsm mount --background` starts. */
 const DETACHED_ENV = 'FAN_HSM_DETACHED';
+
+/** Log lines kept for a stderr reader that does not keep up, before later ones are dropped (counted). */
+const LOG_MAX_QUEUED_BYTES = 1024 * 1024;
+
+/** How long the exit waits for stderr's reader to take the last log lines. */
+const LOG_CLOSE_MS = 2000;
 
 /**
  * `fan hsm mount --background`: run the same command detached (its own session, stdout to
@@ -130,8 +137,18 @@ export function hsmCommand(): Command {
     .action(
       action(async (source: string, target: string, flags: { stateDir?: string; backing?: string; timeout?: number; maxCacheSize?: number; allowBeforeDurable?: boolean; background?: boolean; json?: boolean }) => {
         if (flags.background) return mountInBackground(target);
+        // The supervisor answers for a dead worker: a stalled stderr reader must never hold it up.
+        const errOut = new NonBlockingLines('stderr', {
+          flushAfterMs: 0,
+          maxQueuedBytes: LOG_MAX_QUEUED_BYTES,
+          exitOnEpipe: false,
+          dropNotice: (n) =>
+            flags.json
+              ? JSON.stringify({ time: new Date().toISOString(), type: 'dropped', count: n, reason: "stderr's reader did not keep up" })
+              : `fan hsm: ${n} log lines dropped: stderr's reader did not keep up`,
+        });
         const log = (msg: string): void => {
-          process.stderr.write(flags.json ? `${JSON.stringify({ time: new Date().toISOString(), type: 'log', message: msg })}\n` : `fan hsm: ${msg}\n`);
+          errOut.push(flags.json ? JSON.stringify({ time: new Date().toISOString(), type: 'log', message: msg }) : `fan hsm: ${msg}`);
         };
         const h = await mountTree({ source, target, stateDir: flags.stateDir, backing: flags.backing, timeoutMs: flags.timeout, maxCacheSize: flags.maxCacheSize, syncBeforeAllow: !flags.allowBeforeDurable, log });
         const out = new LineWriter();
@@ -146,6 +163,7 @@ export function hsmCommand(): Command {
         }
         onShutdown(() => h.unmount(true));
         await h.done;
+        await errOut.close(LOG_CLOSE_MS);
         process.exit(0);
       }),
     );

@@ -1,34 +1,43 @@
 /**
- * The decision log of `fan guard` and `fan scan`. The thread that writes it also answers the
- * permission events, so it must never wait on the log's reader: one write(2) blocked on a stalled
- * pipe would freeze every guarded open on the machine. Lines are collected and written in
- * batches, asynchronously, one write at a time. While more than a bound waits, new lines are
- * dropped and counted, and the count is written as a line of its own once writing resumes:
- * lines may be lost to a reader that does not read, but never silently.
+ * Output of the daemons whose thread also answers permission events (`fan guard`, `fan scan`,
+ * the `fan hsm mount` supervisor). Such a thread must never wait on its output's reader: one
+ * write(2) blocked on a stalled pipe would freeze every guarded open, or every read waiting for
+ * content. Lines are collected and written in batches, asynchronously, one write at a time.
+ * While more than a bound waits, new lines are dropped and counted, and the count is written as a
+ * line of its own once writing resumes: lines may be lost to a reader that does not read, but
+ * never silently.
  * @packageDocumentation
  */
 import { closeSync, fstatSync, openSync, write, writeSync } from 'node:fs';
 
-/** Options of {@link DecisionLog}. */
-export interface DecisionLogOptions {
+/** Options of {@link NonBlockingLines}. */
+export interface NonBlockingLinesOptions {
   /** A batch is written at most this long (ms) after its first line. */
   readonly flushAfterMs: number;
   /** Most bytes waiting to be written; lines beyond are dropped and counted. */
   readonly maxQueuedBytes: number;
   /** The line that reports `dropped` lost lines (without its newline). */
   readonly dropNotice: (dropped: number) => string;
+  /**
+   * The reader closed its end (EPIPE): true (default) ends the process quietly, as every other
+   * command's output does; false counts the lines as dropped and goes on (a daemon must not stop
+   * because nobody reads its log).
+   */
+  readonly exitOnEpipe?: boolean;
+  /** A write failed (other than EAGAIN, and EPIPE when exiting on it): its lines are counted as dropped. */
+  readonly onError?: (err: Error) => void;
 }
 
 /** How long to wait before trying again a write the reader refused (EAGAIN). */
 const RETRY_MS = 10;
 
-/** NDJSON or text lines to a file or stdout, never blocking the caller. */
-export class DecisionLog {
+/** Lines to a file, stdout or stderr, never blocking the caller. */
+export class NonBlockingLines {
   readonly #fd: number;
   readonly #owned: boolean;
   /** A regular file: a write to it cannot stall on a reader, so the exit may write synchronously. */
   readonly #regular: boolean;
-  readonly #o: DecisionLogOptions;
+  readonly #o: NonBlockingLinesOptions;
   #lines: string[] = [];
   #queuedBytes = 0;
   /** The batch being written (what is left of it). */
@@ -40,10 +49,10 @@ export class DecisionLog {
   #idle: (() => void)[] = [];
   #closed = false;
 
-  /** @param file - a path to append to, or undefined for stdout */
-  constructor(file: string | undefined, options: DecisionLogOptions) {
-    this.#owned = file !== undefined;
-    this.#fd = file === undefined ? 1 : openSync(file, 'a');
+  /** @param to - a path to append to, or `stdout` / `stderr` */
+  constructor(to: string, options: NonBlockingLinesOptions) {
+    this.#owned = to !== 'stdout' && to !== 'stderr';
+    this.#fd = to === 'stdout' ? 1 : to === 'stderr' ? 2 : openSync(to, 'a');
     this.#regular = fstatSync(this.#fd).isFile();
     this.#o = options;
     // Lines still queued when the process ends (exit(), an uncaught exception).
@@ -102,13 +111,15 @@ export class DecisionLog {
     write(this.#fd, buf, 0, buf.length, null, (err, n) => {
       if (err) {
         const code = (err as NodeJS.ErrnoException).code;
-        // The reader is gone, as for every other command's output: end quietly.
-        if (code === 'EPIPE') process.exit(0);
+        if (code === 'EPIPE' && this.#o.exitOnEpipe !== false) process.exit(0);
         if (code === 'EAGAIN') {
           setTimeout(() => this.#writeInflight(), RETRY_MS).unref();
           return;
         }
-        process.stderr.write(`fan: cannot write the decision log: ${err.message}; ${buf.toString().split('\n').length - 1} lines lost\n`);
+        const lost = buf.toString().split('\n').length - 1;
+        this.#droppedUnreported += lost;
+        this.#droppedTotal += lost;
+        this.#o.onError?.(err);
         n = buf.length;
       }
       this.#inflight = n < buf.length ? buf.subarray(n) : undefined;
@@ -119,7 +130,8 @@ export class DecisionLog {
 
   /**
    * Write what is queued, waiting up to `timeoutMs` for the reader; what it does not take by
-   * then is counted as dropped and reported on stderr. Then close the file (stdout stays open).
+   * then is counted as dropped and reported through `onError`. Then close the file (stdout and
+   * stderr stay open).
    */
   async close(timeoutMs: number): Promise<void> {
     if (this.#closed) return;
@@ -140,7 +152,7 @@ export class DecisionLog {
     if (!drained) {
       const lost = this.#lines.length;
       this.#droppedTotal += lost;
-      process.stderr.write(`fan: the decision log's reader stopped reading; the last ${lost} lines were dropped\n`);
+      this.#o.onError?.(new Error(`the reader stopped reading; the last ${lost} lines were dropped`));
       return;
     }
     if (this.#owned) closeSync(this.#fd);
