@@ -358,7 +358,13 @@ test('fan hsm mount whose stderr nobody reads: the supervisor still logs, serves
       throw err;
     }
     child.kill('SIGTERM');
-    assert.equal(await deadline(exited, 30_000, 'fan hsm mount to stop on SIGTERM with its stderr full'), 0);
+    try {
+      assert.equal(await deadline(exited, 30_000, 'fan hsm mount to stop on SIGTERM with its stderr full'), 0);
+    } catch (err) {
+      const ps = execFileSync('ps', ['-o', 'pid,ppid,stat,wchan:30,args', '--ppid', String(child.pid), '-p', String(child.pid)], { encoding: 'utf8' });
+      child.kill('SIGKILL');
+      throw new Error(`${(err as Error).message}\n${ps}`);
+    }
   } finally {
     server.fault = 'none';
     for (const fd of [errFd, fillFd, readFd]) closeSync(fd);

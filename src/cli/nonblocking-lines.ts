@@ -2,13 +2,18 @@
  * Output of the daemons whose thread also answers permission events (`fan guard`, `fan scan`,
  * the `fan hsm mount` supervisor). Such a thread must never wait on its output's reader: one
  * write(2) blocked on a stalled pipe would freeze every guarded open, or every read waiting for
- * content. Lines are collected and written in batches, asynchronously, one write at a time.
+ * content. Lines are collected and written in batches, asynchronously, one batch at a time.
  * While more than a bound waits, new lines are dropped and counted, and the count is written as a
  * line of its own once writing resumes: lines may be lost to a reader that does not read, but
  * never silently.
+ *
+ * Pipes and sockets are written through a libuv stream (non-blocking writes polled by the event
+ * loop), never from the threadpool: a threadpool thread blocked in write(2) on a stalled pipe
+ * would also block the process's exit, which joins those threads.
  * @packageDocumentation
  */
 import { closeSync, fstatSync, openSync, write, writeSync } from 'node:fs';
+import { Socket } from 'node:net';
 
 /** Options of {@link NonBlockingLines}. */
 export interface NonBlockingLinesOptions {
@@ -24,23 +29,29 @@ export interface NonBlockingLinesOptions {
    * because nobody reads its log).
    */
   readonly exitOnEpipe?: boolean;
-  /** A write failed (other than EAGAIN, and EPIPE when exiting on it): its lines are counted as dropped. */
+  /** A write failed (other than EPIPE when exiting on it): its lines are counted as dropped. */
   readonly onError?: (err: Error) => void;
 }
 
-/** How long to wait before trying again a write the reader refused (EAGAIN). */
-const RETRY_MS = 10;
+/** Lines in a batch (each ends with a newline). */
+const lineCount = (buf: Buffer): number => {
+  let n = 0;
+  for (let i = buf.indexOf(10); i >= 0; i = buf.indexOf(10, i + 1)) n++;
+  return n;
+};
+
+/** Where the batches go: a file-like fd written from the threadpool, or a stream. */
+type Sink = { readonly kind: 'fd'; readonly fd: number } | { readonly kind: 'stream'; readonly stream: NodeJS.WritableStream };
 
 /** Lines to a file, stdout or stderr, never blocking the caller. */
 export class NonBlockingLines {
-  readonly #fd: number;
-  readonly #owned: boolean;
-  /** A regular file: a write to it cannot stall on a reader, so the exit may write synchronously. */
-  readonly #regular: boolean;
+  readonly #sink: Sink;
+  /** The fd we opened (closed by {@link close}); stdout and stderr stay open. */
+  readonly #owned: number | undefined;
   readonly #o: NonBlockingLinesOptions;
   #lines: string[] = [];
   #queuedBytes = 0;
-  /** The batch being written (what is left of it). */
+  /** The batch being written (for an fd: what is left of it). */
   #inflight: Buffer | undefined;
   #timer: NodeJS.Timeout | undefined;
   /** Dropped since the last notice was queued. */
@@ -51,10 +62,20 @@ export class NonBlockingLines {
 
   /** @param to - a path to append to, or `stdout` / `stderr` */
   constructor(to: string, options: NonBlockingLinesOptions) {
-    this.#owned = to !== 'stdout' && to !== 'stderr';
-    this.#fd = to === 'stdout' ? 1 : to === 'stderr' ? 2 : openSync(to, 'a');
-    this.#regular = fstatSync(this.#fd).isFile();
     this.#o = options;
+    const fd = to === 'stdout' ? 1 : to === 'stderr' ? 2 : openSync(to, 'a');
+    this.#owned = fd > 2 ? fd : undefined;
+    const st = fstatSync(fd);
+    if (st.isFile() || st.isCharacterDevice()) {
+      // A file or a device (/dev/null, a terminal): a write returns without waiting for a reader.
+      this.#sink = { kind: 'fd', fd };
+    } else {
+      // Node's own stdout/stderr streams already poll their pipe; another fd gets a stream of its own.
+      const stream = fd === 1 ? process.stdout : fd === 2 ? process.stderr : new Socket({ fd, readable: false, writable: true });
+      // Failures are handled per write, in its callback; without a listener they would crash the daemon.
+      stream.on('error', () => undefined);
+      this.#sink = { kind: 'stream', stream };
+    }
     // Lines still queued when the process ends (exit(), an uncaught exception).
     process.once('exit', this.#onExit);
   }
@@ -108,24 +129,25 @@ export class NonBlockingLines {
 
   #writeInflight(): void {
     const buf = this.#inflight!;
-    write(this.#fd, buf, 0, buf.length, null, (err, n) => {
-      if (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code === 'EPIPE' && this.#o.exitOnEpipe !== false) process.exit(0);
-        if (code === 'EAGAIN') {
-          setTimeout(() => this.#writeInflight(), RETRY_MS).unref();
-          return;
-        }
-        const lost = buf.toString().split('\n').length - 1;
-        this.#droppedUnreported += lost;
-        this.#droppedTotal += lost;
-        this.#o.onError?.(err);
-        n = buf.length;
-      }
-      this.#inflight = n < buf.length ? buf.subarray(n) : undefined;
-      if (this.#inflight) this.#writeInflight();
-      else this.#writeNext();
-    });
+    if (this.#sink.kind === 'stream') {
+      this.#sink.stream.write(buf, (err) => this.#written(buf, err ?? null, buf.length));
+    } else {
+      write(this.#sink.fd, buf, 0, buf.length, null, (err, n) => this.#written(buf, err, n));
+    }
+  }
+
+  #written(buf: Buffer, err: Error | null, n: number): void {
+    if (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EPIPE' && this.#o.exitOnEpipe !== false) process.exit(0);
+      const lost = lineCount(buf);
+      this.#droppedUnreported += lost;
+      this.#droppedTotal += lost;
+      this.#o.onError?.(err);
+      n = buf.length;
+    }
+    this.#inflight = n < buf.length ? buf.subarray(n) : undefined;
+    if (this.#inflight) this.#writeInflight();
+    else this.#writeNext();
   }
 
   /**
@@ -150,18 +172,20 @@ export class NonBlockingLines {
     ]);
     clearTimeout(timer);
     if (!drained) {
-      const lost = this.#lines.length;
+      const lost = this.#lines.length + (this.#inflight ? lineCount(this.#inflight) : 0);
       this.#droppedTotal += lost;
-      this.#o.onError?.(new Error(`the reader stopped reading; the last ${lost} lines were dropped`));
+      this.#o.onError?.(new Error(`the reader stopped reading; up to ${lost} last lines were dropped`));
+      if (this.#sink.kind === 'stream' && this.#owned !== undefined) (this.#sink.stream as Socket).destroy();
       return;
     }
-    if (this.#owned) closeSync(this.#fd);
+    if (this.#sink.kind === 'stream' && this.#owned !== undefined) (this.#sink.stream as Socket).destroy();
+    else if (this.#owned !== undefined) closeSync(this.#owned);
   }
 
-  /** At exit only a regular file is written to, synchronously: a pipe could stall the exit. */
+  /** At exit only a file or device is written to, synchronously: a pipe could stall the exit. */
   readonly #onExit = (): void => {
-    if (!this.#regular || this.#inflight) return;
+    if (this.#sink.kind !== 'fd' || this.#inflight) return;
     if (this.#droppedUnreported > 0) this.#queue(this.#o.dropNotice(this.#takeDropped()));
-    if (this.#lines.length > 0) writeSync(this.#fd, `${this.#lines.join('\n')}\n`);
+    if (this.#lines.length > 0) writeSync(this.#sink.fd, `${this.#lines.join('\n')}\n`);
   };
 }
