@@ -307,6 +307,29 @@ describe('guard on ext4', { timeout: 180_000 }, () => {
     fs.rmSync(policyFile);
   });
 
+  test('fan guard --json whose reader never reads: SIGTERM still ends it, and stderr says lines were dropped', async () => {
+    const d = `${loop.fs.dir}/never-read-log`;
+    fs.mkdirSync(d);
+    fs.writeFileSync(`${d}/f`, 'f');
+    const policyFile = `${loop.fs.dir}/../never-read-policy.json`;
+    fs.writeFileSync(policyFile, JSON.stringify({ default: 'allow', timeoutMs: 2000, rules: [] }));
+    const { child, exited, stderr } = await startGuardCli(['guard', '--policy', policyFile, '--json', '--no-cache', d], 'pipe');
+    try {
+      const r = await runInChild(`const fs = require('node:fs'); for (let i = 0; i < 25000; i++) fs.closeSync(fs.openSync(process.argv[1], 'r')); console.log('done');`, {
+        args: [`${d}/f`],
+        timeoutMs: 60_000,
+      });
+      assert.equal(r.stdout.trim(), 'done', r.stderr);
+      // Nobody ever reads stdout: the exit must neither wait for the reader nor hang in a write.
+      child.kill('SIGTERM');
+      assert.equal(await deadline(exited, 20_000, 'fan guard to exit on SIGTERM with its stdout full'), 0, stderr());
+      assert.match(stderr(), /decision log: the reader stopped reading; up to \d+ last lines were dropped/);
+    } finally {
+      child.kill('SIGKILL');
+      fs.rmSync(policyFile, { force: true });
+    }
+  });
+
   test('a pre-content guard refuses to guard its own log (it would wait on itself)', () => {
     assert.throws(
       () =>
