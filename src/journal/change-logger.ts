@@ -105,6 +105,14 @@ export class ChangeLogger {
         out.fresh.clear();
         out.state.push({ op: 'move', from, to });
         this.index.moveTree(from, to);
+        // The file is indexed as it is now, but its content may have changed since the index last
+        // saw it (written after the rename, those events still queued): a rename says nothing of
+        // content, and if those events are lost (a stop), a restart's reconcile would find the
+        // index equal to the disk. So such a change is logged here.
+        if (!now.isDir && (now.size !== was.size || now.mtimeMs !== was.mtimeMs)) {
+          out.changes.push({ time, kind: 'update', path: to, isDir: false });
+          out.fresh.add(to);
+        }
         // A rename changes the inode's ctime: index it as it is now, or a restart sees an update.
         this.#set(to, now, time, out);
         if (now.isDir && this.#takeStaleUnder(from, to)) this.#syncTree(to, time, out);
