@@ -12,10 +12,11 @@
  * its open(2)).
  * @module
  */
-import { connect as netConnect, type Socket } from 'node:net';
+import { once } from 'node:events';
+import type { Socket } from 'node:net';
 import { connect } from '../src/remote/client.js';
-import { encodeFrame } from '../src/remote/protocol.js';
 import { watch } from '../src/watch/index.js';
+import { rawSubscribe } from './remote-util.js';
 import { monoNs } from './watch-util.js';
 
 /** A message from a client process. */
@@ -40,18 +41,12 @@ function send(msg: FanoutChildMsg, then?: () => void): void {
   process.send!(msg, undefined, {}, () => then?.());
 }
 
-/** A raw subscribed connection; resolves at the server's first answer (the subscribe ack). */
-function rawSink(): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = netConnect(sock);
-    s.once('error', reject);
-    s.once('connect', () => {
-      s.write(encodeFrame({ type: 'hello', versions: [1] }));
-      s.write(encodeFrame({ type: 'subscribe', sub: 's', root }));
-    });
-    s.once('data', () => resolve(s));
-    s.on('data', (b: Buffer) => void (bytes += b.length));
-  });
+/** A raw subscribed connection counting what it reads; resolves at the server's first answer (the subscribe ack). */
+async function rawSink(): Promise<Socket> {
+  const s = await rawSubscribe(sock, root);
+  s.on('data', (b: Buffer) => void (bytes += b.length));
+  await once(s, 'data');
+  return s;
 }
 
 async function start(): Promise<() => Promise<void>> {

@@ -30,14 +30,15 @@
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { connect as netConnect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createLoopFs } from '../test/helpers/loopfs.js';
-import { FrameDecoder, encodeFrame } from '../src/remote/protocol.js';
+import { FrameDecoder } from '../src/remote/protocol.js';
 import type { FanoutChildMsg } from './remote-fanout-child.js';
+import { rawSubscribe } from './remote-util.js';
 import { compileGen, cpuDelta, cpuSeconds, fmt, machineNote, memMiB, parseFlags, profileSummary, quantile, table, verdict } from './watch-util.js';
 
 const USAGE = 'node dist/bench/remote-fanout.js [--clients N] [--rate CHANGES_PER_S] [--seconds S] [--probes N] [--sink-procs N] [--warmup S] [--debounce MS] [--profile DIR] [--server-flags "NODE FLAGS"]';
@@ -95,18 +96,6 @@ class ClientProc {
     this.proc.send({ t: 'stop' });
     return this.next('done');
   }
-}
-
-function rawSubscribe(sock: string, root: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = netConnect(sock);
-    s.once('error', reject);
-    s.once('connect', () => {
-      s.write(encodeFrame({ type: 'hello', versions: [1] }));
-      s.write(encodeFrame({ type: 'subscribe', sub: 's', root }));
-      resolve(s);
-    });
-  });
 }
 
 async function runPhase(label: string, gen: string, sock: string, server: ChildProcess, root: string, stall: boolean): Promise<Phase> {
