@@ -23,6 +23,25 @@ requireRoot();
 
 const CLIENT_JS = fileURLToPath(new URL('../src/remote/client.js', import.meta.url));
 
+/**
+ * The start of a child's script (an ES module run as another uid, argv: socket, root): subscribe
+ * to the root and collect every record as "kind path" in `seen`.
+ */
+const CHILD_SUBSCRIBER = `
+  const { connect } = await import(${JSON.stringify(CLIENT_JS)});
+  const fs = await import('node:fs');
+  const [sock, root] = process.argv.slice(1);
+  const seen = [];
+  const sub = connect(sock, { root, reconnect: false });
+  sub.on('update', (u) => { if (u.type === 'events') for (const r of u.events) seen.push(r.kind + ' ' + r.path); });
+  await sub.ready;`;
+
+/** Then: create ROOT/ready for the test to start, and wait (8 s at most) for the test's ROOT/last. */
+const CHILD_READY_UNTIL_LAST = `
+  fs.writeFileSync(root + '/ready', '');
+  const end = Date.now() + 8000;
+  while (!seen.includes('create last') && Date.now() < end) await new Promise((r) => setTimeout(r, 20));`;
+
 function openFds(): number {
   return fs.readdirSync('/proc/self/fd').length;
 }
@@ -246,17 +265,8 @@ describe('remote server on ext4', { timeout: 300_000 }, () => {
     fs.chmodSync(root, 0o777);
     fs.mkdirSync(`${root}/private`, { mode: 0o700 });
     fs.chmodSync(`${root}/private`, 0o700);
-    const script = `
-      const { connect } = await import(${JSON.stringify(CLIENT_JS)});
-      const fs = await import('node:fs');
-      const [sock, root] = process.argv.slice(1);
-      const seen = [];
-      const sub = connect(sock, { root, reconnect: false });
-      sub.on('update', (u) => { if (u.type === 'events') for (const r of u.events) seen.push(r.kind + ' ' + r.path); });
-      await sub.ready;
-      fs.writeFileSync(root + '/ready', '');
-      const end = Date.now() + 8000;
-      while (!seen.includes('create last') && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    const script = `${CHILD_SUBSCRIBER}
+      ${CHILD_READY_UNTIL_LAST}
       await sub.close();
       console.log(JSON.stringify(seen));
     `;
@@ -285,21 +295,12 @@ describe('remote server on ext4', { timeout: 300_000 }, () => {
     // The mode bits let "other" list acl/; the ACL entry takes that away from uid 65534 alone.
     execFileSync('setfacl', ['-m', 'u:65534:---', `${root}/acl`]);
     const { log } = await subscribe(root);
-    const script = `
-      const { connect } = await import(${JSON.stringify(CLIENT_JS)});
-      const fs = await import('node:fs');
-      const [sock, root] = process.argv.slice(1);
-      const seen = [];
-      const sub = connect(sock, { root, reconnect: false });
-      sub.on('update', (u) => { if (u.type === 'events') for (const r of u.events) seen.push(r.kind + ' ' + r.path); });
-      await sub.ready;
+    const script = `${CHILD_SUBSCRIBER}
       const dirs = await sub.readdir(sub.root);
       const acl = dirs.find((e) => e.name === 'acl');
       let listing;
       try { await sub.readdir(acl.object); listing = 'listed'; } catch (e) { listing = e.code; }
-      fs.writeFileSync(root + '/ready', '');
-      const end = Date.now() + 8000;
-      while (!seen.includes('create last') && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      ${CHILD_READY_UNTIL_LAST}
       let after;
       try { after = (await sub.readdir(acl.object)).map((e) => e.name).sort(); } catch (e) { after = e.code; }
       await sub.close();
