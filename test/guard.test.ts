@@ -274,59 +274,60 @@ describe('guard on ext4', { timeout: 180_000 }, () => {
     }
   });
 
-  test('fan guard --json whose reader stalls: opens are still answered, and the log says how many lines it dropped', async () => {
-    const d = `${loop.fs.dir}/stalled-log`;
+  /** Opens of one file made through `floodUnreadLog`. */
+  const FLOOD_OPENS = 25_000;
+
+  /**
+   * `fan guard --json --no-cache` on a fresh directory, with a stdout nobody reads, and
+   * {@link FLOOD_OPENS} opens of a file there by a child: the output fills the pipe after a few
+   * hundred lines, and the guard's 4 MiB of queued lines after about 17,000. Resolves once every
+   * open was answered; kills the guard if they were not.
+   */
+  const floodUnreadLog = async (name: string) => {
+    const d = `${loop.fs.dir}/${name}`;
     fs.mkdirSync(d);
     fs.writeFileSync(`${d}/f`, 'f');
-    const policyFile = `${loop.fs.dir}/../stalled-policy.json`;
+    const policyFile = `${loop.fs.dir}/../${name}-policy.json`;
     fs.writeFileSync(policyFile, JSON.stringify({ default: 'allow', timeoutMs: 2000, rules: [] }));
-    // stdout is a pipe nobody reads until the opens are done: it fills after a few hundred lines,
-    // and the guard's 4 MiB of queued lines after about 17,000.
-    const { child, exited, stderr } = await startGuardCli(['guard', '--policy', policyFile, '--json', '--no-cache', d], 'pipe');
-    const opens = 25_000;
+    const guard = await startGuardCli(['guard', '--policy', policyFile, '--json', '--no-cache', d], 'pipe');
     try {
       const r = await runInChild(
-        `const fs = require('node:fs'); for (let i = 0; i < ${opens}; i++) fs.closeSync(fs.openSync(process.argv[1], 'r')); console.log('done');`,
+        `const fs = require('node:fs'); for (let i = 0; i < ${FLOOD_OPENS}; i++) fs.closeSync(fs.openSync(process.argv[1], 'r')); console.log('done');`,
         { args: [`${d}/f`], timeoutMs: 60_000 },
       );
       assert.equal(r.stdout.trim(), 'done', r.stderr);
     } catch (err) {
-      child.kill('SIGKILL');
-      await exited;
+      guard.child.kill('SIGKILL');
+      await guard.exited;
       throw err;
+    } finally {
+      fs.rmSync(policyFile, { force: true });
     }
+    return { ...guard, file: `${d}/f` };
+  };
+
+  test('fan guard --json whose reader stalls: opens are still answered, and the log says how many lines it dropped', async () => {
+    const { child, exited, stderr, file } = await floodUnreadLog('stalled-log');
     let out = '';
     child.stdout!.setEncoding('utf8').on('data', (x: string) => (out += x));
     child.kill('SIGTERM');
     assert.equal(await deadline(exited, 20_000, 'fan guard to exit on SIGTERM'), 0, stderr());
     const lines = out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { path?: string; dropped?: number });
-    const decisions = lines.filter((l) => l.path === `${d}/f`).length;
+    const decisions = lines.filter((l) => l.path === file).length;
     const dropped = lines.reduce((sum, l) => sum + (l.dropped ?? 0), 0);
     assert.ok(dropped > 0, `the reader stalled, yet nothing was dropped (${decisions} lines)`);
-    assert.equal(decisions + dropped, opens, 'every decision is either written or counted as dropped');
-    fs.rmSync(policyFile);
+    assert.equal(decisions + dropped, FLOOD_OPENS, 'every decision is either written or counted as dropped');
   });
 
   test('fan guard --json whose reader never reads: SIGTERM still ends it, and stderr says lines were dropped', async () => {
-    const d = `${loop.fs.dir}/never-read-log`;
-    fs.mkdirSync(d);
-    fs.writeFileSync(`${d}/f`, 'f');
-    const policyFile = `${loop.fs.dir}/../never-read-policy.json`;
-    fs.writeFileSync(policyFile, JSON.stringify({ default: 'allow', timeoutMs: 2000, rules: [] }));
-    const { child, exited, stderr } = await startGuardCli(['guard', '--policy', policyFile, '--json', '--no-cache', d], 'pipe');
+    const { child, exited, stderr } = await floodUnreadLog('never-read-log');
     try {
-      const r = await runInChild(`const fs = require('node:fs'); for (let i = 0; i < 25000; i++) fs.closeSync(fs.openSync(process.argv[1], 'r')); console.log('done');`, {
-        args: [`${d}/f`],
-        timeoutMs: 60_000,
-      });
-      assert.equal(r.stdout.trim(), 'done', r.stderr);
       // Nobody ever reads stdout: the exit must neither wait for the reader nor hang in a write.
       child.kill('SIGTERM');
       assert.equal(await deadline(exited, 20_000, 'fan guard to exit on SIGTERM with its stdout full'), 0, stderr());
       assert.match(stderr(), /decision log: the reader stopped reading; up to \d+ last lines were dropped/);
     } finally {
       child.kill('SIGKILL');
-      fs.rmSync(policyFile, { force: true });
     }
   });
 
