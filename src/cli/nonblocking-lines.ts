@@ -93,7 +93,7 @@ export class NonBlockingLines {
       this.#droppedTotal++;
       return;
     }
-    if (this.#droppedUnreported > 0) this.#queue(this.#o.dropNotice(this.#takeDropped()));
+    this.#queueDropNotice();
     this.#queue(line);
     this.#timer ??= setTimeout(this.#onTimer, this.#o.flushAfterMs).unref();
   }
@@ -103,10 +103,11 @@ export class NonBlockingLines {
     this.#queuedBytes += Buffer.byteLength(line) + 1;
   }
 
-  #takeDropped(): number {
-    const n = this.#droppedUnreported;
+  /** Queue the count of the lines dropped since the last count, if any. */
+  #queueDropNotice(): void {
+    if (this.#droppedUnreported === 0) return;
+    this.#queue(this.#o.dropNotice(this.#droppedUnreported));
     this.#droppedUnreported = 0;
-    return n;
   }
 
   readonly #onTimer = (): void => {
@@ -161,7 +162,7 @@ export class NonBlockingLines {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     process.off('exit', this.#onExit);
-    if (this.#droppedUnreported > 0) this.#queue(this.#o.dropNotice(this.#takeDropped()));
+    this.#queueDropNotice();
     let timer: NodeJS.Timeout | undefined;
     const drained = await Promise.race([
       new Promise<boolean>((resolve) => {
@@ -175,17 +176,17 @@ export class NonBlockingLines {
       const lost = this.#lines.length + (this.#inflight ? lineCount(this.#inflight) : 0);
       this.#droppedTotal += lost;
       this.#o.onError?.(new Error(`the reader stopped reading; up to ${lost} last lines were dropped`));
-      if (this.#sink.kind === 'stream' && this.#owned !== undefined) (this.#sink.stream as Socket).destroy();
-      return;
     }
-    if (this.#sink.kind === 'stream' && this.#owned !== undefined) (this.#sink.stream as Socket).destroy();
-    else if (this.#owned !== undefined) closeSync(this.#owned);
+    if (this.#owned === undefined) return;
+    if (this.#sink.kind === 'stream') (this.#sink.stream as Socket).destroy();
+    // An fd with a write still in flight stays open: its number could be reused under the write.
+    else if (drained) closeSync(this.#owned);
   }
 
   /** At exit only a file or device is written to, synchronously: a pipe could stall the exit. */
   readonly #onExit = (): void => {
     if (this.#sink.kind !== 'fd' || this.#inflight) return;
-    if (this.#droppedUnreported > 0) this.#queue(this.#o.dropNotice(this.#takeDropped()));
+    this.#queueDropNotice();
     if (this.#lines.length > 0) writeSync(this.#sink.fd, `${this.#lines.join('\n')}\n`);
   };
 }
