@@ -199,25 +199,23 @@ export class RemoteSubscription extends EventEmitter<RemoteSubscriptionEvents> i
     const where = target(this.#url);
     if (where.kind === 'unix') {
       const socket = netConnect(where.path);
-      let up = false;
-      socket.once('connect', () => {
-        up = true;
-        this.#attach(socketTransport(socket));
-      });
-      socket.once('error', (err) => {
-        if (!up) this.#lost(err);
-      });
+      this.#attachWhenUp(socket, 'connect', () => socketTransport(socket));
     } else {
       const ws = new WebSocket(where.url, { ...(this.#options.ca ? { ca: this.#options.ca } : {}) });
-      let up = false;
-      ws.once('open', () => {
-        up = true;
-        this.#attach(wsTransport(ws));
-      });
-      ws.once('error', (err) => {
-        if (!up) this.#lost(err);
-      });
+      this.#attachWhenUp(ws, 'open', () => wsTransport(ws));
     }
+  }
+
+  /** Attach the connection once `upEvent` says it is up; an error before that is a lost connection. */
+  #attachWhenUp(conn: EventEmitter, upEvent: string, transport: () => Transport): void {
+    let up = false;
+    conn.once(upEvent, () => {
+      up = true;
+      this.#attach(transport());
+    });
+    conn.once('error', (err: Error) => {
+      if (!up) this.#lost(err);
+    });
   }
 
   #attach(t: Transport): void {

@@ -26,18 +26,27 @@ export interface Transport {
   destroy(): void;
 }
 
+/**
+ * {@link Transport.onClose} for a socket or WebSocket: each listener is called once at close, with
+ * the last error seen before it, if any.
+ */
+function closeListeners(conn: Socket | WebSocket): (fn: (error?: Error) => void) => void {
+  let fns: ((e?: Error) => void)[] = [];
+  let failure: Error | undefined;
+  conn.on('error', (e: Error) => (failure = e));
+  conn.on('close', () => {
+    for (const fn of fns) fn(failure);
+    fns = [];
+  });
+  return (fn) => void fns.push(fn);
+}
+
 /** Bytes a WebSocket may hold unsent before it counts as congested. */
 const WS_HIGH_WATER = 64 * 1024;
 
 /** A stream socket (unix or TCP) as a transport. */
 export function socketTransport(socket: Socket): Transport {
-  let closeFns: ((e?: Error) => void)[] = [];
-  let failure: Error | undefined;
-  socket.on('error', (e) => (failure = e));
-  socket.on('close', () => {
-    for (const fn of closeFns) fn(failure);
-    closeFns = [];
-  });
+  const onClose = closeListeners(socket);
   return {
     send: (parts) => {
       if (parts.length === 1) {
@@ -58,7 +67,7 @@ export function socketTransport(socket: Socket): Transport {
     pause: () => void socket.pause(),
     resume: () => void socket.resume(),
     onDrain: (fn) => void socket.on('drain', fn),
-    onClose: (fn) => void closeFns.push(fn),
+    onClose,
     end: () => void socket.end(),
     destroy: () => void socket.destroy(),
   };
@@ -68,13 +77,7 @@ export function socketTransport(socket: Socket): Transport {
 export function wsTransport(ws: WebSocket): Transport {
   let pending = 0;
   const drainFns: (() => void)[] = [];
-  let closeFns: ((e?: Error) => void)[] = [];
-  let failure: Error | undefined;
-  ws.on('error', (e) => (failure = e));
-  ws.on('close', () => {
-    for (const fn of closeFns) fn(failure);
-    closeFns = [];
-  });
+  const onClose = closeListeners(ws);
   return {
     send: (parts) => {
       const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
@@ -99,7 +102,7 @@ export function wsTransport(ws: WebSocket): Transport {
     pause: () => ws.pause(),
     resume: () => ws.resume(),
     onDrain: (fn) => void drainFns.push(fn),
-    onClose: (fn) => void closeFns.push(fn),
+    onClose,
     end: () => ws.close(1000),
     destroy: () => ws.terminate(),
   };
