@@ -83,6 +83,7 @@ export class StatCache {
       this.#drop(r.oldPath);
       this.#drop(r.path);
       for (const [p, e] of moved) this.entries.set(p, e);
+      this.#moveRechecks(r.oldPath, r.path);
     }
     // A directory made or moved here may hold entries that were never named: list it.
     await this.#refresh(r.parent, r.name, r.path, r.isDir && r.kind !== 'update' && r.kind !== 'attrib', true);
@@ -104,6 +105,19 @@ export class StatCache {
     }
     this.entries.set(path, { object: e.object, stat: e.stat });
     if (list && e.stat.type === 'dir') await this.#load(e.object, path);
+  }
+
+  /**
+   * Unsure paths below a renamed `from` are unsure below `to` now. Left at the old path, a name a
+   * listing gave ahead of the records would never be checked: its create, move and delete can
+   * coalesce into records that never name it.
+   */
+  #moveRechecks(from: string, to: string): void {
+    for (const [p, mark] of [...this.#recheck]) {
+      if (p !== from && !p.startsWith(`${from}/`)) continue;
+      this.#recheck.delete(p);
+      this.#recheck.set(to + p.slice(from.length), mark);
+    }
   }
 
   #drop(path: string): void {
