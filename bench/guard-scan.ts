@@ -4,6 +4,7 @@
  *
  *   npm run build && node dist/bench/guard-scan.js [--files 2000] [--procs 4] [--workers 4]
  *       [--tools fildes,instream,clamonacc] [--deadline 900] [--profile DIR] [--count-scans]
+ *       [--clamd-tmp DIR]
  *
  * Every tool gets its own fresh sets of FILES distinct small files (1–8 KiB of random bytes;
  * every 100th file also holds the test signature's string), one set for a sequential reader and
@@ -24,6 +25,10 @@
  *
  * `--count-scans` starts clamd with `LogClean yes` and counts the scans clamd logged (OK and
  * FOUND lines) per file read, probes included (each tool and mode: files + 2 probes).
+ *
+ * `--clamd-tmp DIR` makes every clamd of the run write its temporary files (INSTREAM copies each
+ * stream to one before scanning it) under DIR, e.g. /dev/shm (tmpfs), instead of under os.tmpdir()
+ * (the default, printed in the header). The same setting serves every tool of a run.
  *
  * `--profile DIR` runs `fan scan` under `node --cpu-prof --cpu-prof-dir DIR/TOOL-MODE` and prints
  * its top functions by self time (throughput numbers of such a run include the profiler).
@@ -61,13 +66,15 @@ interface Options {
   profile?: string;
   /** Start clamd with LogClean and count its scans per file. */
   countScans: boolean;
+  /** Parent of clamd's TemporaryDirectory (default: under os.tmpdir()). */
+  clamdTmp?: string;
 }
 
 function parseArgs(argv: string[]): Options {
   const o: Options = { files: 2000, procs: 4, workers: 4, tools: TOOLS, deadline: 900, countScans: false };
   const usage = (m: string): never => {
     process.stderr.write(
-      `guard-scan: ${m}\nusage: node dist/bench/guard-scan.js [--files N] [--procs P] [--workers W] [--tools fildes,instream,clamonacc] [--deadline SECONDS] [--profile DIR] [--count-scans]\n`,
+      `guard-scan: ${m}\nusage: node dist/bench/guard-scan.js [--files N] [--procs P] [--workers W] [--tools fildes,instream,clamonacc] [--deadline SECONDS] [--profile DIR] [--count-scans] [--clamd-tmp DIR]\n`,
     );
     process.exit(2);
   };
@@ -81,6 +88,9 @@ function parseArgs(argv: string[]): Options {
       const ts = (v ?? '').split(',').filter(Boolean);
       if (ts.length === 0 || ts.some((t) => !(TOOLS as string[]).includes(t))) usage(`--tools takes a list of ${TOOLS.join(', ')}`);
       o.tools = ts as Tool[];
+    } else if (a === '--clamd-tmp') {
+      if (!v) usage('--clamd-tmp needs a directory');
+      o.clamdTmp = v;
     } else if (a === '--profile') {
       if (!v) usage('--profile needs a directory');
       o.profile = v;
@@ -91,6 +101,15 @@ function parseArgs(argv: string[]): Options {
     } else usage(`unknown argument ${String(a)}`);
   }
   return o;
+}
+
+/** The filesystem type of the mount holding `dir` (e.g. ext4, tmpfs). */
+function fsType(dir: string): string {
+  try {
+    return execFileSync('stat', ['-f', '-c', '%T', dir], { encoding: 'utf8' }).trim();
+  } catch {
+    return 'unknown filesystem';
+  }
 }
 
 /** One set of files in its own directory. */
@@ -249,14 +268,14 @@ async function main(): Promise<void> {
     execFileSync('sync');
     const clamdVersion = execFileSync('clamd', ['--version'], { encoding: 'utf8' }).trim();
     process.stdout.write(
-      `guard scan: ${fmt(o.files)} distinct files of 1–8 KiB per set (${fmt(o.files / 100)} with the test signature), a fresh set and a fresh clamd per tool and reader mode, on loop ext4 ${mnt}; readers: 1 sequential and ${o.procs} concurrent processes; fan scan --workers ${o.workers}; ${clamdVersion}; ${machineNote()}\n\n`,
+      `guard scan: ${fmt(o.files)} distinct files of 1–8 KiB per set (${fmt(o.files / 100)} with the test signature), a fresh set and a fresh clamd per tool and reader mode, on loop ext4 ${mnt}; readers: 1 sequential and ${o.procs} concurrent processes; fan scan --workers ${o.workers}; ${clamdVersion}, TemporaryDirectory under ${o.clamdTmp ?? tmpdir()} (${fsType(o.clamdTmp ?? tmpdir())}); ${machineNote()}\n\n`,
     );
     const runs = new Map<Tool, ToolRun>();
     for (const t of o.tools) {
       const set = sets.get(t)!;
       const res: Partial<ToolRun> = { notes: [] };
       for (const mode of ['seq', 'par'] as const) {
-        const clamd = await startClamd(o.countScans ? { extraConfig: ['LogClean yes'] } : {});
+        const clamd = await startClamd({ extraConfig: o.countScans ? ['LogClean yes'] : [], temporaryParent: o.clamdTmp });
         clamds.add(clamd);
         let tool: Child | undefined;
         try {

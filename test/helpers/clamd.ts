@@ -49,6 +49,12 @@ export interface ClamdInstance {
 export interface StartClamdOptions {
   /** More clamd.conf lines, e.g. `StreamMaxLength 1K`, `IdleTimeout 1`. */
   extraConfig?: string[];
+  /**
+   * Where clamd writes its temporary files (every INSTREAM stream is copied to one before it is
+   * scanned): a fresh directory made under this one and removed by stop(). Default: the temp dir
+   * holding the config (under os.tmpdir()).
+   */
+  temporaryParent?: string;
 }
 
 function findClamd(): string | undefined {
@@ -102,6 +108,7 @@ export async function startClamd(options: StartClamdOptions = {}): Promise<Clamd
   const socket = join(dir, 'clamd.sock');
   const logFile = join(dir, 'clamd.log');
   const conf = join(dir, 'clamd.conf');
+  const tempDir = options.temporaryParent ? await mkdtemp(join(options.temporaryParent, 'fanotify-clamd-tmp-')) : dir;
   await writeFile(
     conf,
     [
@@ -109,7 +116,7 @@ export async function startClamd(options: StartClamdOptions = {}): Promise<Clamd
       'LocalSocketMode 600',
       'FixStaleSocket yes',
       `DatabaseDirectory ${dbDir}`,
-      `TemporaryDirectory ${dir}`,
+      `TemporaryDirectory ${tempDir}`,
       `PidFile ${join(dir, 'clamd.pid')}`,
       `LogFile ${logFile}`,
       'LogTime yes',
@@ -141,6 +148,7 @@ export async function startClamd(options: StartClamdOptions = {}): Promise<Clamd
   const pid = child.pid;
   if (pid === undefined) {
     await rm(dir, { recursive: true, force: true });
+    await rm(tempDir, { recursive: true, force: true });
     throw new Error(`could not spawn ${clamd}`);
   }
 
@@ -152,6 +160,7 @@ export async function startClamd(options: StartClamdOptions = {}): Promise<Clamd
       /* gone */
     }
     rmSync(dir, { recursive: true, force: true });
+    rmSync(tempDir, { recursive: true, force: true });
   };
   process.once('exit', onExit);
 
@@ -167,6 +176,7 @@ export async function startClamd(options: StartClamdOptions = {}): Promise<Clamd
       clearTimeout(killTimer);
     }
     await rm(dir, { recursive: true, force: true });
+    await rm(tempDir, { recursive: true, force: true });
   };
 
   const deadline = started + START_DEADLINE_MS;
