@@ -12,7 +12,7 @@ import type { DenyErrno } from '../kernel/constants.js';
 import { DENY_ERRNOS } from '../kernel/constants.js';
 import { isUnder } from '../resolve/paths.js';
 import { parseMountInfo } from '../resolve/mounts.js';
-import { ProcessCache } from '../resolve/process.js';
+import { ProcessCache, type ProcessInfo } from '../resolve/process.js';
 import { CompiledPolicy, type AccessContext, type AccessKind, type Policy, type Rule, type RuleVerdict } from './policy.js';
 import { WorkerPool, type HandlerDecision } from './workers.js';
 import { GuardMetrics } from './metrics.js';
@@ -51,7 +51,8 @@ interface Decided {
   ctx: AccessContext;
   /** Whether ctx.path holds the path (it is looked up only when needed). */
   pathKnown: boolean;
-  readonly proc: { pid: number; comm?: string; exe?: string; uid?: number };
+  /** Looked up for the decision only when a rule needs it, else later and only for the log or a handler. */
+  proc: ProcessInfo | undefined;
   readonly t0: number;
   readonly decision: RuleVerdict | 'default';
   readonly rule: string;
@@ -100,6 +101,12 @@ const EVENT_KIND: Record<string, AccessKind> = {
   preAccess: 'access',
 };
 const KIND_EVENTS: Record<AccessKind, EventName> = { open: 'openPerm', access: 'accessPerm', exec: 'openExecPerm' };
+/** The ignore mark of one decided kind (shared: one per kind rather than one per decision). */
+const IGNORE_KIND: Record<AccessKind, { readonly events: readonly EventName[]; readonly ignore: true }> = {
+  open: { events: ['openPerm'], ignore: true },
+  access: { events: ['accessPerm'], ignore: true },
+  exec: { events: ['openExecPerm'], ignore: true },
+};
 
 /** A running guard. */
 export class Guard {
@@ -218,10 +225,10 @@ export class Guard {
       }
     }
     const policy = this.#policy;
-    // The process is looked up only when a rule or the log needs it.
-    const proc = policy.byProcess || this.#options.log ? this.#processes.get(ev.pid) : { pid: ev.pid };
-    const parent = policy.byProcess && proc.ppid !== undefined ? this.#processes.get(proc.ppid).comm : undefined;
-    const ctx: AccessContext = { path: path ?? '', event, pid: ev.pid, uid: proc.uid, gid: proc.gid, comm: proc.comm, exe: proc.exe, parent };
+    // The process is looked up here only when a rule needs it (see #knowProcess).
+    const proc = policy.byProcess ? this.#processes.get(ev.pid) : undefined;
+    const parent = proc?.ppid !== undefined ? this.#processes.get(proc.ppid).comm : undefined;
+    const ctx: AccessContext = { path: path ?? '', event, pid: ev.pid, uid: proc?.uid, gid: proc?.gid, comm: proc?.comm, exe: proc?.exe, parent };
     const match = policy.decide(ctx);
     const d: Decided = {
       ev,
@@ -251,8 +258,9 @@ export class Guard {
       case 'scan':
         return this.#scanned(d);
       case 'ask':
-        // Handlers get the path (for their own rules).
+        // Handlers get the path and the process (for their own rules).
         this.#knowPath(d);
+        this.#knowProcess(d);
         return this.#asked(d);
     }
     this.#conclude(d);
@@ -263,6 +271,17 @@ export class Guard {
     if (d.pathKnown) return;
     d.ctx = { ...d.ctx, path: d.ev.answered ? '' : pathOf(d.ev.fd) };
     d.pathKnown = true;
+  }
+
+  /**
+   * Look the process up (for the log or a handler) while it waits on the event, so its pid
+   * cannot have been reused yet; only the pid once the deadline answered.
+   */
+  #knowProcess(d: Decided): void {
+    if (d.proc) return;
+    const proc = d.ev.answered ? { pid: d.ev.pid } : this.#processes.get(d.ev.pid);
+    d.proc = proc;
+    d.ctx = { ...d.ctx, uid: proc.uid, gid: proc.gid, comm: proc.comm, exe: proc.exe };
   }
 
   async #scanned(d: Decided): Promise<void> {
@@ -280,11 +299,26 @@ export class Guard {
             return pathNow();
           },
         };
-    const scanning = this.#scan(target);
-    // For the log: look the path up while the scanner works (the request is on its way once the
-    // current microtasks ran), not before it, where the opener waits on it.
-    if (!d.pathKnown && this.#options.log) setImmediate(() => this.#knowPath(d));
-    const res = await scanning;
+    let scanning: Promise<ScanResult>;
+    try {
+      scanning = this.#options.scanner!.scan(target);
+    } catch (err) {
+      scanning = Promise.resolve(scanFailure(err));
+    }
+    // For the log: look the path and the process up while the scanner works (the request is on
+    // its way once the current microtasks ran), not before it, where the opener waits on them.
+    if (this.#options.log) {
+      setImmediate(() => {
+        this.#knowPath(d);
+        this.#knowProcess(d);
+      });
+    }
+    let res: ScanResult;
+    try {
+      res = await scanning;
+    } catch (err) {
+      res = scanFailure(err);
+    }
     if (res.verdict === 'clean') d.answer = 'allow';
     else if (res.verdict === 'infected') {
       d.answer = 'deny';
@@ -321,8 +355,12 @@ export class Guard {
   #conclude(d: Decided): DecisionRecord | undefined {
     const { ev } = d;
     const { log, onInfected } = this.#options;
-    // The record names the path: look it up before answering closes the event fd.
-    if (log || (d.signature && onInfected)) this.#knowPath(d);
+    // The record names the path and the process: look them up before answering closes the
+    // event fd and lets the process go.
+    if (log || (d.signature && onInfected)) {
+      this.#knowPath(d);
+      this.#knowProcess(d);
+    }
     const dryRun = this.#options.dryRun ?? false;
     const late = ev.answered;
     // The mark goes on before the answer: answering closes the event fd.
@@ -338,9 +376,9 @@ export class Guard {
     const record: DecisionRecord = {
       time: new Date().toISOString(),
       pid: d.ev.pid,
-      comm: d.proc.comm,
-      exe: d.proc.exe,
-      uid: d.proc.uid,
+      comm: d.proc?.comm,
+      exe: d.proc?.exe,
+      uid: d.proc?.uid,
       event: d.ctx.event,
       path: d.ctx.path,
       answer,
@@ -358,14 +396,6 @@ export class Guard {
     return record;
   }
 
-  async #scan(target: ScanTarget): Promise<ScanResult> {
-    try {
-      return await this.#options.scanner!.scan(target);
-    } catch (err) {
-      return { verdict: 'error', error: err instanceof Error ? err : new Error(String(err)) };
-    }
-  }
-
   /**
    * Let the kernel answer this file's later accesses of this kind itself: an inode ignore mark
    * that the kernel drops when the file is modified.
@@ -373,8 +403,7 @@ export class Guard {
   #cache(ev: PermissionEvent, event: AccessKind, all: boolean): boolean {
     if (this.#options.cache === false) return false;
     try {
-      const events = all ? this.#policy.policy.events.map((k) => KIND_EVENTS[k]) : [KIND_EVENTS[event]];
-      this.#group.markFd(ev.fd, { events, ignore: true });
+      this.#group.markFd(ev.fd, all ? { events: this.#policy.policy.events.map((k) => KIND_EVENTS[k]), ignore: true } : IGNORE_KIND[event]);
       this.metrics.cacheInserts++;
       return true;
     } catch {
@@ -389,6 +418,11 @@ export class Guard {
     await this.#group.close();
     await this.#workers?.close();
   }
+}
+
+/** A scanner that broke its contract (threw or rejected): an error result, like its own failures. */
+function scanFailure(err: unknown): ScanResult {
+  return { verdict: 'error', error: err instanceof Error ? err : new Error(String(err)) };
 }
 
 /** The path an event fd refers to ('' when it cannot be read). */
