@@ -373,6 +373,8 @@ export class Guard {
     const latencyMs = performance.now() - d.t0;
     this.metrics.record(answer, d.decision, d.rule, latencyMs, late, d.error !== undefined);
     if (!log && !(d.signature && onInfected)) return undefined;
+    // One shape for every record (absent fields are undefined, which JSON leaves out): spreads of
+    // optional parts cost an object copy each, per decision.
     const record: DecisionRecord = {
       time: new Date().toISOString(),
       pid: d.ev.pid,
@@ -383,14 +385,14 @@ export class Guard {
       path: d.ctx.path,
       answer,
       decision: d.decision,
-      ...(d.errno ? { errno: d.errno } : {}),
+      errno: d.errno,
       rule: d.rule,
       latencyMs,
       cached,
-      ...(dryRun ? { dryRun } : {}),
-      ...(d.signature ? { signature: d.signature } : {}),
-      ...(d.error ? { error: d.error } : {}),
-      ...(late ? { late } : {}),
+      dryRun: dryRun || undefined,
+      signature: d.signature,
+      error: d.error,
+      late: late || undefined,
     };
     log?.(record);
     return record;
