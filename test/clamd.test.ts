@@ -217,6 +217,25 @@ describe('ClamdScanner with a real clamd', () => {
     }
   });
 
+  test('instream without a known size: files around one chunk are scanned whole, on one session', T, async () => {
+    const scanner = new ClamdScanner({ socket: clamdSocket(), mode: 'instream' });
+    try {
+      // A first scan leaves an idle session, so the next ones take the one-read path when they fit.
+      assert.deepEqual(await scanner.scan(openFile(cleanContent())), { verdict: 'clean' });
+      const chunk = 64 * 1024;
+      // The signature ends each file: a send that stopped at one read would miss it.
+      for (const size of [chunk - 1, chunk, chunk + 100]) {
+        const body = `${'x'.repeat(size - TEST_MALWARE.length)}${TEST_MALWARE}`;
+        assert.equal(body.length, size);
+        assert.deepEqual(await scanner.scan(openFile(body)), { verdict: 'infected', signature: TEST_SIGNATURE_REPORTED }, `${size} bytes`);
+        assert.deepEqual(await scanner.scan(openFile('y'.repeat(size))), { verdict: 'clean' }, `${size} bytes, clean`);
+      }
+      assert.equal(scanner.connections, 1);
+    } finally {
+      await scanner.close();
+    }
+  });
+
   test('sessions: sequential scans, ping and version reuse one connection', T, async () => {
     const scanner = new ClamdScanner({ socket: clamdSocket() });
     try {
