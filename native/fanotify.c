@@ -23,10 +23,12 @@
 #include <string.h>
 #include <sys/fsuid.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- constants the (old) system headers may lack ---------------------- */
@@ -397,6 +399,391 @@ static napi_value js_mark(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
+/* ---- access table: pre-content reads answered without JS (HSM) ------------
+ *
+ * A reader given a table answers FAN_PRE_ACCESS events itself when the file's owner (JS) has
+ * said, in a buffer it owns, that every chunk under the read is there. The rest of the batch
+ * goes to JS unchanged. Everything runs on the loop thread, like the JS that writes the buffers,
+ * so there is no locking.
+ *
+ * A file's state buffer: ACCESS_HEADER bytes of float64 fields (native byte order), then one bit
+ * per chunk (chunk i at byte i>>3, bit i&7). C only reads the bits and "blocked", and writes the
+ * access fields, by the same rules as src/hsm/hydrator.ts (see src/hsm/access.ts).
+ */
+
+#define FAN_PRE_ACCESS_BIT 0x00100000ull
+/* FAN_OPEN_PERM | FAN_ACCESS_PERM | FAN_OPEN_EXEC_PERM | FAN_PRE_ACCESS */
+#define FAN_ALL_PERM_BITS 0x00170000ull
+#define FAN_ALLOW_RESPONSE 0x01u
+#define INFO_TYPE_RANGE 6
+#define EVENT_METADATA_LEN 24
+
+enum { AT_LAST_ACCESS, AT_LAST_CHUNK, AT_STREAK_START, AT_FROM_START, AT_FROM_START_END, AT_BLOCKED, AT_FIELDS };
+#define ACCESS_HEADER (AT_FIELDS * 8)
+
+typedef struct access_entry {
+  struct access_entry *next;
+  uint64_t dev, ino;
+  napi_ref ref; /* keeps the JS buffer (and so `state`) alive */
+  unsigned char *state;
+  uint64_t chunk_size, size, chunks;
+} access_entry_t;
+
+struct fast_read {
+  size_t at; /* the event's offset in the batch */
+  access_entry_t *entry;
+  uint64_t offset, count;
+  int32_t fd;
+};
+
+typedef struct access_table {
+  napi_env env;
+  int report_fd;
+  int max_reported;
+  access_entry_t **buckets;
+  size_t nbuckets, count;
+  struct fast_read *fast; /* scratch: the events of one batch answered here */
+  size_t nfast_cap;
+  double answered; /* events answered here */
+} access_table_t;
+
+static double state_get(const access_entry_t *e, int field) {
+  double v;
+  memcpy(&v, e->state + field * 8, 8);
+  return v;
+}
+
+static void state_set(access_entry_t *e, int field, double v) {
+  memcpy(e->state + field * 8, &v, 8);
+}
+
+static size_t table_slot(const access_table_t *t, uint64_t dev, uint64_t ino) {
+  uint64_t h = (ino ^ (dev << 32) ^ (dev >> 32)) * 0x9e3779b97f4a7c15ull;
+  return (size_t)(h >> 32) & (t->nbuckets - 1);
+}
+
+static access_entry_t **table_find(access_table_t *t, uint64_t dev, uint64_t ino) {
+  access_entry_t **p = &t->buckets[table_slot(t, dev, ino)];
+  while (*p != NULL && !((*p)->dev == dev && (*p)->ino == ino)) p = &(*p)->next;
+  return p;
+}
+
+static void table_free_entry(access_table_t *t, access_entry_t *e) {
+  napi_delete_reference(t->env, e->ref);
+  free(e);
+}
+
+static bool table_grow(access_table_t *t) {
+  size_t n = t->nbuckets * 2;
+  access_entry_t **b = calloc(n, sizeof *b);
+  if (b == NULL) return false;
+  access_entry_t **old = t->buckets;
+  size_t oldn = t->nbuckets;
+  t->buckets = b;
+  t->nbuckets = n;
+  for (size_t i = 0; i < oldn; i++) {
+    for (access_entry_t *e = old[i], *next; e != NULL; e = next) {
+      next = e->next;
+      size_t s = table_slot(t, e->dev, e->ino);
+      e->next = b[s];
+      b[s] = e;
+    }
+  }
+  free(old);
+  return true;
+}
+
+static void table_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  access_table_t *t = data;
+  for (size_t i = 0; i < t->nbuckets; i++) {
+    for (access_entry_t *e = t->buckets[i], *next; e != NULL; e = next) {
+      next = e->next;
+      table_free_entry(t, e);
+    }
+  }
+  free(t->buckets);
+  free(t->fast);
+  free(t);
+}
+
+static access_table_t *table_this(napi_env env, napi_callback_info info, size_t n, napi_value *argv) {
+  size_t argc = n;
+  napi_value self;
+  void *data = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, &self, NULL) != napi_ok) {
+    throw_napi(env);
+    return NULL;
+  }
+  if (argc < n) {
+    napi_throw_type_error(env, NULL, "missing arguments");
+    return NULL;
+  }
+  if (napi_unwrap(env, self, &data) != napi_ok || data == NULL) {
+    napi_throw_type_error(env, NULL, "not an access table (call it as a method)");
+    return NULL;
+  }
+  return data;
+}
+
+static bool arg_u64(napi_env env, napi_value v, const char *name, uint64_t *out) {
+  double d;
+  if (!arg_number(env, v, name, &d)) return false;
+  if (!(d >= 0 && d <= 9007199254740991.0) || d != floor(d)) {
+    throw_range(env, name, "an integer >= 0 and <= 2^53-1");
+    return false;
+  }
+  *out = (uint64_t)d;
+  return true;
+}
+
+/* set(dev, ino, state, chunkSize, size): add or replace a file's entry. */
+static napi_value js_table_set(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  access_table_t *t = table_this(env, info, 5, argv);
+  if (t == NULL) return NULL;
+  uint64_t dev, ino, chunk_size, size;
+  void *data;
+  size_t len;
+  if (!arg_u64(env, argv[0], "dev", &dev) || !arg_u64(env, argv[1], "ino", &ino) ||
+      !arg_buffer(env, argv[2], "state", &data, &len) ||
+      !arg_u64(env, argv[3], "chunkSize", &chunk_size) || !arg_u64(env, argv[4], "size", &size))
+    return NULL;
+  if (chunk_size == 0) return throw_range(env, "chunkSize", "> 0");
+  uint64_t chunks = (size + chunk_size - 1) / chunk_size;
+  if (len < ACCESS_HEADER + (chunks + 7) / 8) return throw_range(env, "state", "large enough for the header and one bit per chunk");
+  access_entry_t **p = table_find(t, dev, ino);
+  access_entry_t *e = *p;
+  if (e == NULL) {
+    if (t->count >= t->nbuckets && !table_grow(t)) return throw_errno(env, ENOMEM, "malloc");
+    e = calloc(1, sizeof *e);
+    if (e == NULL) return throw_errno(env, ENOMEM, "malloc");
+    p = table_find(t, dev, ino);
+    e->next = NULL;
+    *p = e;
+    t->count++;
+  } else {
+    napi_delete_reference(env, e->ref);
+    e->ref = NULL;
+  }
+  e->dev = dev;
+  e->ino = ino;
+  e->state = data;
+  e->chunk_size = chunk_size;
+  e->size = size;
+  e->chunks = chunks;
+  if (napi_create_reference(env, argv[2], 1, &e->ref) != napi_ok) {
+    *p = e->next;
+    t->count--;
+    free(e);
+    return throw_napi(env);
+  }
+  return make_undefined(env);
+}
+
+/* delete(dev, ino): forget a file (its events all go to JS); true if it was there. */
+static napi_value js_table_delete(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  access_table_t *t = table_this(env, info, 2, argv);
+  if (t == NULL) return NULL;
+  uint64_t dev, ino;
+  if (!arg_u64(env, argv[0], "dev", &dev) || !arg_u64(env, argv[1], "ino", &ino)) return NULL;
+  access_entry_t **p = table_find(t, dev, ino);
+  access_entry_t *e = *p;
+  if (e != NULL) {
+    *p = e->next;
+    t->count--;
+    table_free_entry(t, e);
+  }
+  napi_value r;
+  NAPI_OK(env, napi_get_boolean(env, e != NULL, &r));
+  return r;
+}
+
+/* stats(): { files, answered }. */
+static napi_value js_table_stats(napi_env env, napi_callback_info info) {
+  access_table_t *t = table_this(env, info, 0, NULL);
+  if (t == NULL) return NULL;
+  napi_value obj;
+  NAPI_OK(env, napi_create_object(env, &obj));
+  if (!set_int(env, obj, "files", (int64_t)t->count) || !set_int(env, obj, "answered", (int64_t)t->answered))
+    return throw_napi(env);
+  return obj;
+}
+
+static napi_value js_create_access_table(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t report_fd;
+  if (!get_args(env, info, 1, argv) || !arg_int32(env, argv[0], "reportFd", &report_fd)) return NULL;
+  access_table_t *t = calloc(1, sizeof *t);
+  if (t == NULL) return throw_errno(env, ENOMEM, "malloc");
+  t->env = env;
+  t->report_fd = report_fd;
+  t->max_reported = -1;
+  t->nbuckets = 64;
+  t->buckets = calloc(t->nbuckets, sizeof *t->buckets);
+  if (t->buckets == NULL) {
+    free(t);
+    return throw_errno(env, ENOMEM, "malloc");
+  }
+  napi_value obj;
+  napi_property_descriptor props[] = {
+      {"set", NULL, js_table_set, NULL, NULL, NULL, napi_default, NULL},
+      {"delete", NULL, js_table_delete, NULL, NULL, NULL, napi_default, NULL},
+      {"stats", NULL, js_table_stats, NULL, NULL, NULL, napi_default, NULL},
+  };
+  if (napi_create_object(env, &obj) != napi_ok ||
+      napi_define_properties(env, obj, sizeof props / sizeof props[0], props) != napi_ok ||
+      napi_wrap(env, obj, t, table_finalize, NULL, NULL) != napi_ok) {
+    free(t->buckets);
+    free(t);
+    return throw_napi(env);
+  }
+  return obj;
+}
+
+static uint64_t get_u64(const unsigned char *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+
+/* The chunks [first, last] JS would wait for: Hydrator.chunksOf, clamped to the last chunk. */
+static void chunk_span(const access_entry_t *e, uint64_t offset, uint64_t count, uint64_t *first, uint64_t *last) {
+  uint64_t end = count > UINT64_MAX - offset ? UINT64_MAX : offset + count;
+  *first = offset / e->chunk_size;
+  *last = (end - 1) / e->chunk_size;
+  if (*first > e->chunks - 1) *first = e->chunks - 1;
+  if (*last > e->chunks - 1) *last = e->chunks - 1;
+}
+
+/*
+ * The file of a pre-content read this table may answer, with the read's range; NULL if JS must
+ * see the event: not a plain FAN_PRE_ACCESS with a range of count > 0, a file not in the table
+ * or blocked (being evicted), a size other than the published one (JS then makes it local), or
+ * a chunk under the range that is not there.
+ */
+static access_entry_t *table_match(access_table_t *t, const unsigned char *ev, size_t len,
+                                   uint64_t *offset, uint64_t *count) {
+  uint64_t mask = get_u64(ev + 8);
+  int32_t fd;
+  memcpy(&fd, ev + 16, 4);
+  if ((mask & FAN_ALL_PERM_BITS) != FAN_PRE_ACCESS_BIT || fd < 0) return NULL;
+  uint16_t meta_len;
+  memcpy(&meta_len, ev + 6, 2);
+  bool have_range = false;
+  for (size_t at = meta_len; at + 4 <= len;) {
+    uint16_t rec_len;
+    memcpy(&rec_len, ev + at + 2, 2);
+    if (rec_len < 4 || at + rec_len > len) return NULL;
+    if (ev[at] == INFO_TYPE_RANGE && rec_len >= 24) {
+      *offset = get_u64(ev + at + 8);
+      *count = get_u64(ev + at + 16);
+      have_range = true;
+    }
+    at += rec_len;
+  }
+  if (!have_range || *count == 0) return NULL;
+  struct stat st;
+  if (fstat(fd, &st) < 0) return NULL;
+  access_entry_t *e = *table_find(t, (uint64_t)st.st_dev, (uint64_t)st.st_ino);
+  if (e == NULL || e->chunks == 0 || (uint64_t)st.st_size != e->size || state_get(e, AT_BLOCKED) != 0)
+    return NULL;
+  uint64_t first, last;
+  chunk_span(e, *offset, *count, &first, &last);
+  const unsigned char *bits = e->state + ACCESS_HEADER;
+  for (uint64_t i = first; i <= last; i++)
+    if (!(bits[i >> 3] & (1u << (i & 7)))) return NULL;
+  return e;
+}
+
+/* What Hydrator.access records of a read, and the time for LRU. */
+static void table_note_access(access_entry_t *e, uint64_t offset, uint64_t count) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  state_set(e, AT_LAST_ACCESS, (double)ts.tv_sec * 1000.0 + (double)(ts.tv_nsec / 1000000));
+  uint64_t first_chunk, last_chunk;
+  chunk_span(e, offset, count, &first_chunk, &last_chunk);
+  double first = (double)first_chunk, last = (double)last_chunk;
+  double prev = state_get(e, AT_LAST_CHUNK);
+  if (!(first == prev || first == prev + 1)) state_set(e, AT_STREAK_START, first);
+  state_set(e, AT_LAST_CHUNK, last);
+  double from = state_get(e, AT_FROM_START);
+  from = offset == 0 ? 1 : from > 0 && (double)offset == state_get(e, AT_FROM_START_END) ? from + 1 : 0;
+  state_set(e, AT_FROM_START, from);
+  state_set(e, AT_FROM_START_END, (double)(offset + count));
+}
+
+/*
+ * Answer (FAN_ALLOW) the batch's reads whose chunks are all there, close their fds and drop
+ * them from the batch; returns the length of what is left for JS.
+ *
+ * If the worker dies, its supervisor answers every fd number up to the highest one reported.
+ * So the highest fd answered here is reported first, before any answer, like JS does before
+ * handling an event (an event read here is never answered without being covered).
+ */
+static size_t table_filter(access_table_t *t, int group_fd, unsigned char *buf, size_t n) {
+  size_t nfast = 0, scanned = 0;
+  int max_fd = -1;
+  while (scanned + EVENT_METADATA_LEN <= n) {
+    const unsigned char *ev = buf + scanned;
+    uint32_t len;
+    memcpy(&len, ev, 4);
+    uint16_t meta_len;
+    memcpy(&meta_len, ev + 6, 2);
+    /* Malformed: left as it is for JS, which decodes it and reports (and answers what it can). */
+    if (len < EVENT_METADATA_LEN || len > n - scanned || meta_len < EVENT_METADATA_LEN || meta_len > len) break;
+    struct fast_read f = {scanned, NULL, 0, 0, -1};
+    f.entry = table_match(t, ev, len, &f.offset, &f.count);
+    if (f.entry != NULL) {
+      if (nfast == t->nfast_cap) {
+        size_t cap = t->nfast_cap ? t->nfast_cap * 2 : 256;
+        struct fast_read *grown = realloc(t->fast, cap * sizeof *grown);
+        if (grown == NULL) break;
+        t->fast = grown;
+        t->nfast_cap = cap;
+      }
+      memcpy(&f.fd, ev + 16, 4);
+      if (f.fd > max_fd) max_fd = f.fd;
+      t->fast[nfast++] = f;
+    }
+    scanned += len;
+  }
+  if (nfast == 0) return n;
+  if (max_fd > t->max_reported) {
+    ssize_t w;
+    do w = write(t->report_fd, &max_fd, 4);
+    while (w < 0 && errno == EINTR);
+    /* EPIPE: the supervisor is gone, nobody is left to answer for us; serve on (as JS does). */
+    t->max_reported = max_fd;
+  }
+  size_t out = 0, at = 0;
+  for (size_t k = 0; k < nfast; k++) {
+    const struct fast_read *f = &t->fast[k];
+    struct {
+      int32_t fd;
+      uint32_t response;
+    } resp = {f->fd, FAN_ALLOW_RESPONSE};
+    ssize_t w;
+    do w = write(group_fd, &resp, sizeof resp);
+    while (w < 0 && errno == EINTR);
+    /* ENOENT: nobody waits on it any more. Other failures: JS gets the event, and its answer. */
+    if (w != (ssize_t)sizeof resp && !(w < 0 && errno == ENOENT)) continue;
+    table_note_access(f->entry, f->offset, f->count);
+    close(f->fd);
+    t->answered++;
+    /* Keep what lies before this event, drop the event. */
+    if (out != at) memmove(buf + out, buf + at, f->at - at);
+    out += f->at - at;
+    uint32_t len;
+    memcpy(&len, buf + f->at, 4);
+    at = f->at + len;
+  }
+  if (out != at) memmove(buf + out, buf + at, n - at);
+  return out + (n - at);
+}
+
 /* ---- reader: uv_poll on the non-blocking group fd ---------------------- */
 
 typedef struct reader {
@@ -408,6 +795,8 @@ typedef struct reader {
   napi_ref callback;
   napi_async_context async_context;
   napi_async_cleanup_hook_handle cleanup_hook;
+  access_table_t *table; /* optional: reads it answers never reach JS */
+  napi_ref table_ref;    /* keeps the table alive while the reader is */
   int refs;     /* 1 for the uv handle (until its close callback) + 1 per JS method */
   bool polling; /* uv_poll_start is in effect */
   bool closed;  /* stop() or env cleanup issued uv_close */
@@ -429,6 +818,11 @@ static void reader_on_close(uv_handle_t *handle) {
   if (r->async_context != NULL) {
     napi_async_destroy(env, r->async_context);
     r->async_context = NULL;
+  }
+  if (r->table_ref != NULL) {
+    napi_delete_reference(env, r->table_ref);
+    r->table_ref = NULL;
+    r->table = NULL;
   }
   free(r->buf);
   r->buf = NULL;
@@ -516,7 +910,8 @@ static void reader_on_poll(uv_poll_t *handle, int status, int events) {
       reader_close(r);
       return;
     }
-    if (!reader_deliver(r, 0, NULL, (size_t)n)) {
+    size_t left = r->table != NULL ? table_filter(r->table, r->fd, r->buf, (size_t)n) : (size_t)n;
+    if (left > 0 && !reader_deliver(r, 0, NULL, left)) {
       reader_close(r);
       return;
     }
@@ -597,13 +992,21 @@ static void reader_free_unstarted(uv_handle_t *handle) {
 }
 
 static napi_value js_start_reader(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
+  napi_value argv[4];
   int32_t fd;
   double size;
-  if (!get_args(env, info, 3, argv) || !arg_int32(env, argv[0], "fd", &fd) ||
+  if (!get_args(env, info, 4, argv) || !arg_int32(env, argv[0], "fd", &fd) ||
       !arg_number(env, argv[1], "bufferSize", &size) ||
       !arg_function(env, argv[2], "onBatch"))
     return NULL;
+  access_table_t *table = NULL;
+  napi_valuetype table_type;
+  NAPI_OK(env, napi_typeof(env, argv[3], &table_type));
+  if (table_type != napi_undefined &&
+      (napi_unwrap(env, argv[3], (void **)&table) != napi_ok || table == NULL)) {
+    napi_throw_type_error(env, NULL, "accessTable must come from createAccessTable()");
+    return NULL;
+  }
   if (size < 1 || size > READER_MAX_BUFFER) return throw_range(env, "bufferSize", ">= 1 and <= 2^30");
   if (fd < 0) return throw_errno(env, EBADF, "uv_poll_init");
 
@@ -634,10 +1037,12 @@ static napi_value js_start_reader(napi_env env, napi_callback_info info) {
   }
   r->polling = true;
   r->refs = 1; /* the uv handle */
+  r->table = table;
 
   /* From here on, failures go through reader_close (which frees what exists). */
   napi_value obj, name;
   if (napi_create_reference(env, argv[2], 1, &r->callback) != napi_ok ||
+      (table != NULL && napi_create_reference(env, argv[3], 1, &r->table_ref) != napi_ok) ||
       napi_create_object(env, &obj) != napi_ok ||
       napi_create_string_utf8(env, "FanotifyReader", NAPI_AUTO_LENGTH, &name) != napi_ok ||
       napi_async_init(env, obj, name, &r->async_context) != napi_ok ||
@@ -1077,6 +1482,7 @@ NAPI_MODULE_INIT() {
       METHOD("init", js_init),
       METHOD("mark", js_mark),
       METHOD("startReader", js_start_reader),
+      METHOD("createAccessTable", js_create_access_table),
       METHOD("nameToHandle", js_name_to_handle),
       METHOD("openByHandle", js_open_by_handle),
       METHOD("fsid", js_fsid),
