@@ -99,7 +99,8 @@ export interface GroupOptions {
   readonly highWaterMark?: number;
   /**
    * Pre-content reads this table can answer are answered by the reader (allowed, never
-   * delivered). For a daemon that knows which content is present (the HSM worker). Default none.
+   * delivered), which then reads in a thread of its own. For a daemon that knows which content
+   * is present (the HSM worker). Default none.
    */
   readonly accessTable?: AccessTable;
 }

@@ -49,6 +49,11 @@ export interface AccessTable {
   delete(dev: number, ino: number): boolean;
   /** Files in the table, and events answered without JS so far. */
   stats(): { files: number; answered: number };
+  /**
+   * While on, answer nothing (every event reaches JS). For closing an event fd before writing
+   * its answer: the reader must not answer a new event handed the same number in between.
+   */
+  hold(on: boolean): void;
 }
 
 /** Result of name_to_handle_at. */
@@ -135,8 +140,10 @@ export interface NativeAddon {
   mark(fd: number, flags: number, mask: number | bigint, dirfd: number, path: string | null): void;
   /**
    * Poll fd in the main loop and pass each read() batch (a new Buffer) to onBatch; read errors
-   * end it. With an access table, the reads it can answer are answered and left out of the batch
-   * (a batch left empty is not delivered).
+   * end it. With an access table, the reader runs in a thread of its own (so its answers never
+   * wait for the loop), answers the reads the table can answer and leaves them out of the batch (a
+   * batch left empty is not delivered); the rest reaches onBatch in the loop, in order, and
+   * stop() delivers what was read and not yet delivered before it returns.
    */
   startReader(fd: number, bufferSize: number, onBatch: (err: NativeError | null, batch: Buffer | null) => void, accessTable?: AccessTable): Reader;
   /**

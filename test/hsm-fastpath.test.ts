@@ -65,6 +65,7 @@ describe('the native access table on a pre-content group', { timeout: 120_000 },
     reportFd = openSync(reportPath, 'w');
     state = new AccessState(3);
     state.allow(0);
+    state.allow(1);
     table = native.createAccessTable(reportFd);
     group = FanotifyGroup.open({ class: 'preContent', timeoutMs: 10_000, defaultVerdict: 'deny', accessTable: table });
     group.mark(file, { events: ['preAccess'] });
@@ -99,12 +100,36 @@ describe('the native access table on a pre-content group', { timeout: 120_000 },
 
   test('a read touching a chunk whose bit is clear reaches JS (here: EIO), never allowed natively', async () => {
     const before = table.stats().answered;
-    const r = await childRead(file, CHUNK - 100, 200);
+    const r = await childRead(file, 2 * CHUNK - 100, 200);
     assert.deepEqual([r.ok, r.code], [false, 'EIO']);
-    assert.ok(seen.some((g) => g.offset < CHUNK && g.offset + g.count > CHUNK), JSON.stringify(seen));
+    assert.ok(seen.some((g) => g.offset < 2 * CHUNK && g.offset + g.count > 2 * CHUNK), JSON.stringify(seen));
     assert.equal(table.stats().answered, before);
     const last = await childRead(file, 2 * CHUNK + 10, 10);
     assert.deepEqual([last.ok, last.code], [false, 'EIO']);
+  });
+
+  test('reads that start fetches reach JS although their chunks are there: the second in a row from 0, and a sequential one before a missing chunk', async () => {
+    state.lastChunk = -1;
+    state.fromStart = 0;
+    const before = table.stats().answered;
+    seen.length = 0;
+    verdict = (ev) => ev.allow();
+    try {
+      // One process, reads one after another: 0, then where it ended (→ JS), then on.
+      const r = await runInChild(
+        `const fs = require('node:fs'); const fd = fs.openSync(process.argv[1], 'r'); const b = Buffer.alloc(4096);
+         for (const off of [0, 4096, 8192]) fs.readSync(fd, b, 0, 4096, off);
+         fs.readSync(fd, b, 0, 4096, ${CHUNK + 100});
+         console.log('done');`,
+        { args: [file], timeoutMs: 20_000 },
+      );
+      assert.equal(r.stdout.trim(), 'done', r.stderr);
+    } finally {
+      verdict = (ev) => ev.deny('EIO');
+    }
+    // 0 and 8192 natively; 4096 (second from 0) and chunk 1 (sequential, chunk 2 missing) by JS.
+    assert.deepEqual(seen.map((g) => Math.floor(g.offset / 4096) * 4096).sort((a, b) => a - b), [4096, CHUNK]);
+    assert.equal(table.stats().answered, before + 2);
   });
 
   test('blocked, a size other than the published one, or a file not in the table: every read reaches JS', async () => {
@@ -132,10 +157,10 @@ describe('the native access table on a pre-content group', { timeout: 120_000 },
   });
 
   test('a batch mixing reads answered natively and reads for JS: each one gets its own answer', async () => {
-    state.allow(2);
     seen.length = 0;
-    // JS allows chunk 1 reads, but only after holding the loop for a while, so that events
-    // pile up in the kernel queue and are read together.
+    const before = table.stats().answered;
+    // JS allows the chunk 2 reads (and the chunk 1 reads it may see: chunk 2 is missing), but
+    // only after holding the loop for a while, so that events pile up in the kernel queue.
     verdict = (ev) => {
       const until = Date.now() + 150;
       while (Date.now() < until);
@@ -149,8 +174,9 @@ describe('the native access table on a pre-content group', { timeout: 120_000 },
       assert.ok(r.ok, `read at ${off}: ${r.code}`);
       assert.ok(r.data.equals(content.subarray(off, off + 3000)), `bytes at ${off}`);
     }
-    assert.ok(seen.length >= 4, `JS saw the chunk 1 reads: ${JSON.stringify(seen)}`);
-    assert.ok(seen.every((g) => Math.floor(g.offset / CHUNK) === 1 || Math.floor((g.offset + g.count - 1) / CHUNK) === 1), JSON.stringify(seen));
+    assert.equal(seen.filter((g) => g.offset + g.count > 2 * CHUNK).length, 4, `JS saw the chunk 2 reads: ${JSON.stringify(seen)}`);
+    assert.ok(seen.every((g) => g.offset >= CHUNK), JSON.stringify(seen));
+    assert.ok(table.stats().answered >= before + 4, 'the chunk 0 reads were answered natively');
     verdict = (ev) => ev.deny('EIO');
   });
 
@@ -225,16 +251,16 @@ describe('an hsm mount answers reads of present chunks natively', { timeout: 300
     const h = await mountAt('trunc');
     const path = join(h.target, 'a.bin');
     const want = src.content.get('a.bin') as Buffer;
-    // Chunk 1 only (not sequential from 0: no read-ahead), then reads of it answered natively.
-    assert.ok((await childRead(path, MiB + 10, 100)).ok);
+    // The last chunk only (no read-ahead after it), then a read of it answered natively.
+    assert.ok((await childRead(path, 2 * MiB + 10, 100)).ok);
     const before = (await status(h.target)).fastReads;
-    const again = await childRead(path, MiB + 5000, 100);
-    assert.ok(again.data.equals(want.subarray(MiB + 5000, MiB + 5100)));
-    assert.ok((await status(h.target)).fastReads > before, 'the second read of chunk 1 was answered natively');
-    await truncate(path, MiB + MiB / 2);
+    const again = await childRead(path, 2 * MiB + 5000, 100);
+    assert.ok(again.data.equals(want.subarray(2 * MiB + 5000, 2 * MiB + 5100)));
+    assert.ok((await status(h.target)).fastReads > before, 'the second read of chunk 2 was answered natively');
+    await truncate(path, 2 * MiB + MiB / 2);
     const r = await readInChild(path);
     assert.ok(r.ok, r.errno);
-    assert.ok(r.data.equals(want.subarray(0, MiB + MiB / 2)));
+    assert.ok(r.data.equals(want.subarray(0, 2 * MiB + MiB / 2)));
     await waitForState(h.target, 'a.bin', 'local');
   });
 
@@ -262,14 +288,14 @@ describe('an hsm mount answers reads of present chunks natively', { timeout: 300
 
   test('--max-cache-size evicts the least recently read file, counting reads answered natively', async () => {
     const h = await mountAt('lru', { maxCacheSize: 2 * MiB + MiB / 2 });
-    // Reads away from offset 0 fetch one chunk each (no read-ahead).
-    assert.ok((await childRead(join(h.target, 'a.bin'), MiB + 10, 100)).ok);
+    // Reads of last chunks fetch one chunk each (no read-ahead).
+    assert.ok((await childRead(join(h.target, 'a.bin'), 2 * MiB + 10, 100)).ok);
     await sleep(30);
     assert.ok((await childRead(join(h.target, 'b.bin'), MiB + 10, 100)).ok);
     await sleep(30);
     // a.bin read again, answered natively: it is now more recent than b.bin.
     const before = (await status(h.target)).fastReads;
-    assert.ok((await childRead(join(h.target, 'a.bin'), MiB + 500, 100)).ok);
+    assert.ok((await childRead(join(h.target, 'a.bin'), 2 * MiB + 500, 100)).ok);
     assert.ok((await status(h.target)).fastReads > before, 'the second read of a.bin was answered natively');
     await sleep(30);
     assert.ok((await childRead(join(h.target, 'c.bin'), 10, 100)).ok);

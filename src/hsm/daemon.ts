@@ -306,13 +306,19 @@ export class HsmDaemon {
     // would fail. Closed before answering, in one tick. Our reading thread may hand a closed
     // number to a new event before the answer is written; the kernel gives an answer to the
     // oldest event with that fd number, which is ours, and the new event reaches the group's
-    // table only in a later tick, after ours left it.
+    // table only in a later tick, after ours left it. That thread also answers reads of present
+    // chunks itself: held meanwhile, so it cannot answer such a new event before ours is written.
     const batch = waiting.splice(0);
     if (this.#execs.get(t) === waiting) this.#execs.delete(t);
-    for (const e of batch) native.close(e.takeFd());
-    for (const e of batch) {
-      if (failure) e.deny('EIO');
-      else e.allow();
+    this.#table.hold(true);
+    try {
+      for (const e of batch) native.close(e.takeFd());
+      for (const e of batch) {
+        if (failure) e.deny('EIO');
+        else e.allow();
+      }
+    } finally {
+      this.#table.hold(false);
     }
   }
 
