@@ -25,7 +25,11 @@ export interface Reader {
   pause(): void;
   /** Start polling again after pause(). */
   resume(): void;
-  /** Stop for good and close the handle; idempotent; no callbacks after it. Call before closing the fd. */
+  /**
+   * Stop for good and close the handle; idempotent; no callbacks after it returns (a thread
+   * reader, the one of a group with an access table, delivers during the call what it had read).
+   * Call before closing the fd.
+   */
   stop(): void;
   /** Let the active reader keep the event loop alive (the default). */
   ref(): void;

@@ -180,6 +180,40 @@ describe('the native access table on a pre-content group', { timeout: 120_000 },
     verdict = (ev) => ev.deny('EIO');
   });
 
+  test('the thread reader pauses at the high-water mark and resumes; close answers what is pending with the default verdict', async () => {
+    const other = join(loop.fs.dir, 'g');
+    writeFileSync(other, content);
+    const g = FanotifyGroup.open({ class: 'preContent', timeoutMs: 10_000, defaultVerdict: 'deny', highWaterMark: 1, accessTable: native.createAccessTable(-1) });
+    const got: number[] = [];
+    let hold = true;
+    try {
+      g.mark(other, { events: ['preAccess'] });
+      g.listen(async (ev) => {
+        if (!isPermissionEvent(ev)) return;
+        got.push(ev.pid);
+        // Left pending (a handler that never settles): close() answers it.
+        if (hold) return new Promise<void>(() => undefined);
+        await sleep(200);
+        ev.allow();
+      });
+      hold = false;
+      // Three readers at once; one event held at a time, the others wait in the kernel queue.
+      const reads = await Promise.all([0, 1, 2].map((k) => childRead(other, k * 1000, 100)));
+      for (const [k, r] of reads.entries()) assert.ok(r.ok && r.data.equals(content.subarray(k * 1000, k * 1000 + 100)), `read ${k}: ${r.code}`);
+      assert.equal(got.length, 3);
+      hold = true;
+      const pending = childRead(other, 0, 100);
+      const t0 = Date.now();
+      while (g.pendingCount === 0 && Date.now() - t0 < 10_000) await sleep(10);
+      assert.equal(g.pendingCount, 1);
+      await g.close();
+      const r = await pending;
+      assert.deepEqual([r.ok, r.code], [false, 'EPERM']);
+    } finally {
+      await g.close();
+    }
+  });
+
   test('wrong arguments are refused with a clear error', () => {
     assert.throws(() => table.set(dev, ino, Buffer.alloc(8), CHUNK, content.length), /state/);
     assert.throws(() => table.set(dev, ino, state.buffer, 0, content.length), /chunkSize/);
