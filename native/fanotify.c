@@ -1055,7 +1055,8 @@ static void reader_free_unstarted(uv_handle_t *handle) {
 
 typedef struct tbatch {
   struct tbatch *next;
-  int err; /* a read error (delivered, then the reader closes); 0 for events */
+  int err; /* an error (delivered, then the reader closes); 0 for events */
+  const char *syscall_name; /* of err */
   size_t len;
   unsigned char data[];
 } tbatch_t;
@@ -1120,6 +1121,7 @@ static void *treader_main(void *arg) {
     tbatch_t *b = calloc(1, sizeof *b);
     if (b != NULL) {
       b->err = ENOMEM;
+      b->syscall_name = "malloc";
       treader_push(r, b);
     }
     return NULL;
@@ -1128,6 +1130,12 @@ static void *treader_main(void *arg) {
     struct pollfd p[2] = {{atomic_load(&r->paused) ? -1 : r->fd, POLLIN, 0}, {r->wake_fd, POLLIN, 0}};
     if (poll(p, 2, -1) < 0) {
       if (errno == EINTR) continue;
+      tbatch_t *b = calloc(1, sizeof *b);
+      if (b != NULL) {
+        b->err = errno;
+        b->syscall_name = "poll";
+        treader_push(r, b);
+      }
       break;
     }
     if (p[1].revents & POLLIN) {
@@ -1144,6 +1152,7 @@ static void *treader_main(void *arg) {
         tbatch_t *b = calloc(1, sizeof *b);
         if (b != NULL) {
           b->err = n < 0 ? errno : 0;
+          b->syscall_name = "read";
           treader_push(r, b);
         }
         free(buf);
@@ -1157,6 +1166,7 @@ static void *treader_main(void *arg) {
           tbatch_t *e = calloc(1, sizeof *e);
           if (e != NULL) {
             e->err = ENOMEM;
+            e->syscall_name = "malloc";
             treader_push(r, e);
           }
           free(buf);
@@ -1183,7 +1193,7 @@ static bool treader_deliver(treader_t *r, const tbatch_t *b) {
   bool ok = false;
   napi_value argv[2], cb, recv, result;
   if (b->err != 0) {
-    argv[0] = make_errno_error(env, b->err, "read");
+    argv[0] = make_errno_error(env, b->err, b->syscall_name);
     if (argv[0] == NULL || napi_get_null(env, &argv[1]) != napi_ok) goto out;
   } else if (napi_get_null(env, &argv[0]) != napi_ok ||
              napi_create_buffer_copy(env, b->len, b->data, NULL, &argv[1]) != napi_ok) {
