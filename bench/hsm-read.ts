@@ -16,7 +16,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { publish, mountTree, type MountHandle } from '../src/hsm/index.js';
+import { publish, mountTree, requestControl, type MountHandle } from '../src/hsm/index.js';
+import { socketPath } from '../src/hsm/registry.js';
 import { createLoopFs } from '../test/helpers/loopfs.js';
 import { startNginx } from '../test/helpers/nginx.js';
 import { randomBuffer, readInChild } from '../test/helpers/hsm.js';
@@ -70,6 +71,12 @@ async function httpdirfsMount(url: string, mnt: string, cache: string): Promise<
   throw new Error('httpdirfs did not come up');
 }
 
+/** Reads the mount's worker answered natively (without JS) so far. */
+async function nativeReads(target: string): Promise<number> {
+  const r = await requestControl(socketPath(target), { op: 'status', paths: [target] });
+  return r.ok ? Number(r['fastReads']) : NaN;
+}
+
 async function main(): Promise<void> {
   const srcRoot = mkdtempSync(join(tmpdir(), 'fan-hsm-bench-src-'));
   const treeRoot = mkdtempSync(join(tmpdir(), 'fan-hsm-bench-tree-'));
@@ -121,6 +128,7 @@ async function main(): Promise<void> {
     });
     const fastCold = await timed('sha256sum', [join(fastTarget, 'file.bin')]);
     const oursCold = await timed('sha256sum', [join(target, 'file.bin')]);
+    const answeredNatively = { durable: await nativeReads(target), fast: await nativeReads(fastTarget) };
     const oursWarm = await medianOf3(() => timed('sha256sum', [join(target, 'file.bin')]));
     const before = await nginx.bytesServed();
     const off = 777 * MiB + 12345 - ((777 * MiB + 12345) % 4096);
@@ -182,7 +190,7 @@ async function main(): Promise<void> {
         [`mount ${flags.files} files (placeholders ready)`, `${fmt(mountS)} s`, '', '', '', ''],
         [`cat all ${flags.files} files cold / warm`, `${fmt(catCold)} s / ${fmt(catWarm)} s`, '', `native, cold page cache ${fmt(catNative)} s`, '', ''],
         [`cat all ${flags.files} files cold (--allow-before-durable)`, `${fmt(catColdFast)} s`, '', '', '', ''],
-      ])}\n`,
+      ])}\n\ncold sha256sum reads answered natively (of ~${flags.sizeMib * 32} reads): durable ${answeredNatively.durable}, --allow-before-durable ${answeredNatively.fast}\n`,
     );
   } finally {
     for (const c of cleanups) await c().catch((err: unknown) => process.stderr.write(`cleanup: ${String(err)}\n`));

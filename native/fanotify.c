@@ -13,6 +13,9 @@
 #include <uv.h>
 
 #include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
@@ -21,12 +24,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/fsuid.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- constants the (old) system headers may lack ---------------------- */
@@ -397,6 +403,447 @@ static napi_value js_mark(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
+/* ---- access table: pre-content reads answered without JS (HSM) ------------
+ *
+ * A reader given a table answers FAN_PRE_ACCESS events itself when the file's owner (JS) has
+ * said, in a buffer it owns, that every chunk under the read is there. The rest of the batch
+ * goes to JS unchanged. Everything runs on the loop thread, like the JS that writes the buffers,
+ * so there is no locking.
+ *
+ * A file's state buffer: ACCESS_HEADER bytes of float64 fields (native byte order), then one bit
+ * per chunk (chunk i at byte i>>3, bit i&7). C only reads the bits and "blocked", and writes the
+ * access fields, by the same rules as src/hsm/hydrator.ts (see src/hsm/access.ts).
+ *
+ * With a table, the reader runs in a thread of its own (below), so that answering a read never
+ * waits for the loop thread, which is busy fetching. The table's entries are guarded by its
+ * mutex; the state buffers are not: JS writes them on the loop thread while the reader thread
+ * reads them. A bit seen late only sends a read to JS. Bits are only cleared before an eviction,
+ * which first blocks the file and happens only when nobody has the file open (a write lease
+ * probe, which our own event fds also make fail), so no read of it can be in flight then. The
+ * access fields are hints for read-ahead and LRU: a lost update costs nothing else.
+ */
+
+#define FAN_PRE_ACCESS_BIT 0x00100000ull
+/* FAN_OPEN_PERM | FAN_ACCESS_PERM | FAN_OPEN_EXEC_PERM | FAN_PRE_ACCESS */
+#define FAN_ALL_PERM_BITS 0x00170000ull
+#define FAN_ALLOW_RESPONSE 0x01u
+#define INFO_TYPE_RANGE 6
+#define EVENT_METADATA_LEN 24
+
+enum { AT_LAST_ACCESS, AT_LAST_CHUNK, AT_STREAK_START, AT_FROM_START, AT_FROM_START_END, AT_BLOCKED, AT_FIELDS };
+#define ACCESS_HEADER (AT_FIELDS * 8)
+
+typedef struct access_entry {
+  struct access_entry *next;
+  uint64_t dev, ino;
+  napi_ref ref; /* keeps the JS buffer (and so `state`) alive */
+  unsigned char *state;
+  uint64_t chunk_size, size, chunks;
+} access_entry_t;
+
+struct fast_read {
+  size_t at; /* the event's offset in the batch */
+  access_entry_t *entry;
+  uint64_t offset, count;
+  int32_t fd;
+};
+
+typedef struct access_table {
+  napi_env env;
+  pthread_mutex_t lock;
+  bool held; /* hold(true): answer nothing here until hold(false) */
+  int report_fd;
+  int max_reported;
+  access_entry_t **buckets;
+  size_t nbuckets, count;
+  struct fast_read *fast; /* scratch: the events of one batch answered here */
+  size_t nfast_cap;
+  double answered; /* events answered here */
+} access_table_t;
+
+static double state_get(const access_entry_t *e, int field) {
+  double v;
+  memcpy(&v, e->state + field * 8, 8);
+  return v;
+}
+
+static void state_set(access_entry_t *e, int field, double v) {
+  memcpy(e->state + field * 8, &v, 8);
+}
+
+static size_t table_slot(const access_table_t *t, uint64_t dev, uint64_t ino) {
+  uint64_t h = (ino ^ (dev << 32) ^ (dev >> 32)) * 0x9e3779b97f4a7c15ull;
+  return (size_t)(h >> 32) & (t->nbuckets - 1);
+}
+
+static access_entry_t **table_find(access_table_t *t, uint64_t dev, uint64_t ino) {
+  access_entry_t **p = &t->buckets[table_slot(t, dev, ino)];
+  while (*p != NULL && !((*p)->dev == dev && (*p)->ino == ino)) p = &(*p)->next;
+  return p;
+}
+
+static void table_free_entry(access_table_t *t, access_entry_t *e) {
+  napi_delete_reference(t->env, e->ref);
+  free(e);
+}
+
+static bool table_grow(access_table_t *t) {
+  size_t n = t->nbuckets * 2;
+  access_entry_t **b = calloc(n, sizeof *b);
+  if (b == NULL) return false;
+  access_entry_t **old = t->buckets;
+  size_t oldn = t->nbuckets;
+  t->buckets = b;
+  t->nbuckets = n;
+  for (size_t i = 0; i < oldn; i++) {
+    for (access_entry_t *e = old[i], *next; e != NULL; e = next) {
+      next = e->next;
+      size_t s = table_slot(t, e->dev, e->ino);
+      e->next = b[s];
+      b[s] = e;
+    }
+  }
+  free(old);
+  return true;
+}
+
+static void table_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  access_table_t *t = data;
+  for (size_t i = 0; i < t->nbuckets; i++) {
+    for (access_entry_t *e = t->buckets[i], *next; e != NULL; e = next) {
+      next = e->next;
+      table_free_entry(t, e);
+    }
+  }
+  free(t->buckets);
+  free(t->fast);
+  pthread_mutex_destroy(&t->lock);
+  free(t);
+}
+
+static access_table_t *table_this(napi_env env, napi_callback_info info, size_t n, napi_value *argv) {
+  size_t argc = n;
+  napi_value self;
+  void *data = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, &self, NULL) != napi_ok) {
+    throw_napi(env);
+    return NULL;
+  }
+  if (argc < n) {
+    napi_throw_type_error(env, NULL, "missing arguments");
+    return NULL;
+  }
+  if (napi_unwrap(env, self, &data) != napi_ok || data == NULL) {
+    napi_throw_type_error(env, NULL, "not an access table (call it as a method)");
+    return NULL;
+  }
+  return data;
+}
+
+static bool arg_u64(napi_env env, napi_value v, const char *name, uint64_t *out) {
+  double d;
+  if (!arg_number(env, v, name, &d)) return false;
+  if (!(d >= 0 && d <= 9007199254740991.0) || d != floor(d)) {
+    throw_range(env, name, "an integer >= 0 and <= 2^53-1");
+    return false;
+  }
+  *out = (uint64_t)d;
+  return true;
+}
+
+/* set(dev, ino, state, chunkSize, size): add or replace a file's entry. */
+static napi_value js_table_set(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  access_table_t *t = table_this(env, info, 5, argv);
+  if (t == NULL) return NULL;
+  uint64_t dev, ino, chunk_size, size;
+  void *data;
+  size_t len;
+  if (!arg_u64(env, argv[0], "dev", &dev) || !arg_u64(env, argv[1], "ino", &ino) ||
+      !arg_buffer(env, argv[2], "state", &data, &len) ||
+      !arg_u64(env, argv[3], "chunkSize", &chunk_size) || !arg_u64(env, argv[4], "size", &size))
+    return NULL;
+  if (chunk_size == 0) return throw_range(env, "chunkSize", "> 0");
+  uint64_t chunks = (size + chunk_size - 1) / chunk_size;
+  if (len < ACCESS_HEADER + (chunks + 7) / 8) return throw_range(env, "state", "large enough for the header and one bit per chunk");
+  napi_ref ref;
+  NAPI_OK(env, napi_create_reference(env, argv[2], 1, &ref));
+  napi_ref old = NULL;
+  pthread_mutex_lock(&t->lock);
+  access_entry_t **p = table_find(t, dev, ino);
+  access_entry_t *e = *p;
+  if (e == NULL) {
+    if ((t->count >= t->nbuckets && !table_grow(t)) || (e = calloc(1, sizeof *e)) == NULL) {
+      pthread_mutex_unlock(&t->lock);
+      napi_delete_reference(env, ref);
+      return throw_errno(env, ENOMEM, "malloc");
+    }
+    p = table_find(t, dev, ino);
+    *p = e;
+    t->count++;
+  } else {
+    old = e->ref;
+  }
+  e->dev = dev;
+  e->ino = ino;
+  e->ref = ref;
+  e->state = data;
+  e->chunk_size = chunk_size;
+  e->size = size;
+  e->chunks = chunks;
+  pthread_mutex_unlock(&t->lock);
+  if (old != NULL) napi_delete_reference(env, old);
+  return make_undefined(env);
+}
+
+/* delete(dev, ino): forget a file (its events all go to JS); true if it was there. */
+static napi_value js_table_delete(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  access_table_t *t = table_this(env, info, 2, argv);
+  if (t == NULL) return NULL;
+  uint64_t dev, ino;
+  if (!arg_u64(env, argv[0], "dev", &dev) || !arg_u64(env, argv[1], "ino", &ino)) return NULL;
+  pthread_mutex_lock(&t->lock);
+  access_entry_t **p = table_find(t, dev, ino);
+  access_entry_t *e = *p;
+  if (e != NULL) {
+    *p = e->next;
+    t->count--;
+  }
+  pthread_mutex_unlock(&t->lock);
+  if (e != NULL) table_free_entry(t, e);
+  napi_value r;
+  NAPI_OK(env, napi_get_boolean(env, e != NULL, &r));
+  return r;
+}
+
+/*
+ * hold(on): while on, every event goes to JS. For a caller that closes an event fd before
+ * writing its answer (HsmDaemon#exec): a new event handed that number must not be answered here
+ * in between, since the kernel would take that answer for the older event.
+ */
+static napi_value js_table_hold(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  access_table_t *t = table_this(env, info, 1, argv);
+  if (t == NULL) return NULL;
+  bool on;
+  if (napi_get_value_bool(env, argv[0], &on) != napi_ok) return throw_type(env, "on", "a boolean");
+  pthread_mutex_lock(&t->lock);
+  t->held = on;
+  pthread_mutex_unlock(&t->lock);
+  return make_undefined(env);
+}
+
+/* stats(): { files, answered }. */
+static napi_value js_table_stats(napi_env env, napi_callback_info info) {
+  access_table_t *t = table_this(env, info, 0, NULL);
+  if (t == NULL) return NULL;
+  pthread_mutex_lock(&t->lock);
+  int64_t files = (int64_t)t->count, answered = (int64_t)t->answered;
+  pthread_mutex_unlock(&t->lock);
+  napi_value obj;
+  NAPI_OK(env, napi_create_object(env, &obj));
+  if (!set_int(env, obj, "files", files) || !set_int(env, obj, "answered", answered)) return throw_napi(env);
+  return obj;
+}
+
+static napi_value js_create_access_table(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t report_fd;
+  if (!get_args(env, info, 1, argv) || !arg_int32(env, argv[0], "reportFd", &report_fd)) return NULL;
+  access_table_t *t = calloc(1, sizeof *t);
+  if (t == NULL) return throw_errno(env, ENOMEM, "malloc");
+  t->env = env;
+  pthread_mutex_init(&t->lock, NULL);
+  t->report_fd = report_fd;
+  t->max_reported = -1;
+  t->nbuckets = 64;
+  t->buckets = calloc(t->nbuckets, sizeof *t->buckets);
+  if (t->buckets == NULL) {
+    free(t);
+    return throw_errno(env, ENOMEM, "malloc");
+  }
+  napi_value obj;
+  napi_property_descriptor props[] = {
+      {"set", NULL, js_table_set, NULL, NULL, NULL, napi_default, NULL},
+      {"delete", NULL, js_table_delete, NULL, NULL, NULL, napi_default, NULL},
+      {"stats", NULL, js_table_stats, NULL, NULL, NULL, napi_default, NULL},
+      {"hold", NULL, js_table_hold, NULL, NULL, NULL, napi_default, NULL},
+  };
+  if (napi_create_object(env, &obj) != napi_ok ||
+      napi_define_properties(env, obj, sizeof props / sizeof props[0], props) != napi_ok ||
+      napi_wrap(env, obj, t, table_finalize, NULL, NULL) != napi_ok) {
+    free(t->buckets);
+    free(t);
+    return throw_napi(env);
+  }
+  return obj;
+}
+
+static uint64_t get_u64(const unsigned char *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+
+/* The chunks [first, last] JS would wait for: Hydrator.chunksOf, clamped to the last chunk. */
+static void chunk_span(const access_entry_t *e, uint64_t offset, uint64_t count, uint64_t *first, uint64_t *last) {
+  uint64_t end = count > UINT64_MAX - offset ? UINT64_MAX : offset + count;
+  *first = offset / e->chunk_size;
+  *last = (end - 1) / e->chunk_size;
+  if (*first > e->chunks - 1) *first = e->chunks - 1;
+  if (*last > e->chunks - 1) *last = e->chunks - 1;
+}
+
+/*
+ * The file of a pre-content read this table may answer, with the read's range; NULL if JS must
+ * see the event: not a plain FAN_PRE_ACCESS with a range of count > 0, a file not in the table
+ * or blocked (being evicted), a size other than the published one (JS then makes it local), or
+ * a chunk under the range that is not there.
+ */
+static access_entry_t *table_match(access_table_t *t, const unsigned char *ev, size_t len,
+                                   uint64_t *offset, uint64_t *count) {
+  uint64_t mask = get_u64(ev + 8);
+  int32_t fd;
+  memcpy(&fd, ev + 16, 4);
+  if ((mask & FAN_ALL_PERM_BITS) != FAN_PRE_ACCESS_BIT || fd < 0) return NULL;
+  uint16_t meta_len;
+  memcpy(&meta_len, ev + 6, 2);
+  bool have_range = false;
+  for (size_t at = meta_len; at + 4 <= len;) {
+    uint16_t rec_len;
+    memcpy(&rec_len, ev + at + 2, 2);
+    if (rec_len < 4 || at + rec_len > len) return NULL;
+    if (ev[at] == INFO_TYPE_RANGE && rec_len >= 24) {
+      *offset = get_u64(ev + at + 8);
+      *count = get_u64(ev + at + 16);
+      have_range = true;
+    }
+    at += rec_len;
+  }
+  if (!have_range || *count == 0) return NULL;
+  struct stat st;
+  if (fstat(fd, &st) < 0) return NULL;
+  access_entry_t *e = *table_find(t, (uint64_t)st.st_dev, (uint64_t)st.st_ino);
+  if (e == NULL || e->chunks == 0 || (uint64_t)st.st_size != e->size || state_get(e, AT_BLOCKED) != 0)
+    return NULL;
+  uint64_t first, last;
+  chunk_span(e, *offset, *count, &first, &last);
+  const unsigned char *bits = e->state + ACCESS_HEADER;
+  for (uint64_t i = first; i <= last; i++)
+    if (!(bits[i >> 3] & (1u << (i & 7)))) return NULL;
+  /*
+   * Reads that start fetches go to JS even when their chunks are there: the read that shows a
+   * reader wants the whole file (the second in a row from offset 0), and, before that, a
+   * sequential read while the chunk after it is still missing (read-ahead moves on).
+   */
+  double from = state_get(e, AT_FROM_START);
+  from = *offset == 0 ? 1 : from > 0 && (double)*offset == state_get(e, AT_FROM_START_END) ? from + 1 : 0;
+  if (from == 2) return NULL;
+  double prev = state_get(e, AT_LAST_CHUNK);
+  bool sequential = (double)first == prev || (double)first == prev + 1;
+  if (from < 2 && sequential && last + 1 < e->chunks && !(bits[(last + 1) >> 3] & (1u << ((last + 1) & 7))))
+    return NULL;
+  return e;
+}
+
+/* What Hydrator.access records of a read, and the time for LRU. */
+static void table_note_access(access_entry_t *e, uint64_t offset, uint64_t count) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  state_set(e, AT_LAST_ACCESS, (double)ts.tv_sec * 1000.0 + (double)(ts.tv_nsec / 1000000));
+  uint64_t first_chunk, last_chunk;
+  chunk_span(e, offset, count, &first_chunk, &last_chunk);
+  double first = (double)first_chunk, last = (double)last_chunk;
+  double prev = state_get(e, AT_LAST_CHUNK);
+  if (!(first == prev || first == prev + 1)) state_set(e, AT_STREAK_START, first);
+  state_set(e, AT_LAST_CHUNK, last);
+  double from = state_get(e, AT_FROM_START);
+  from = offset == 0 ? 1 : from > 0 && (double)offset == state_get(e, AT_FROM_START_END) ? from + 1 : 0;
+  state_set(e, AT_FROM_START, from);
+  state_set(e, AT_FROM_START_END, (double)(offset + count));
+}
+
+/*
+ * Answer (FAN_ALLOW) the batch's reads whose chunks are all there, close their fds and drop
+ * them from the batch; returns the length of what is left for JS.
+ *
+ * If the worker dies, its supervisor answers every fd number up to the highest one reported.
+ * So the highest fd answered here is reported first, before any answer, like JS does before
+ * handling an event (an event read here is never answered without being covered).
+ */
+static size_t table_filter_locked(access_table_t *t, int group_fd, unsigned char *buf, size_t n);
+
+static size_t table_filter(access_table_t *t, int group_fd, unsigned char *buf, size_t n) {
+  pthread_mutex_lock(&t->lock);
+  size_t left = t->held ? n : table_filter_locked(t, group_fd, buf, n);
+  pthread_mutex_unlock(&t->lock);
+  return left;
+}
+
+static size_t table_filter_locked(access_table_t *t, int group_fd, unsigned char *buf, size_t n) {
+  size_t nfast = 0, scanned = 0;
+  int max_fd = -1;
+  while (scanned + EVENT_METADATA_LEN <= n) {
+    const unsigned char *ev = buf + scanned;
+    uint32_t len;
+    memcpy(&len, ev, 4);
+    uint16_t meta_len;
+    memcpy(&meta_len, ev + 6, 2);
+    /* Malformed: left as it is for JS, which decodes it and reports (and answers what it can). */
+    if (len < EVENT_METADATA_LEN || len > n - scanned || meta_len < EVENT_METADATA_LEN || meta_len > len) break;
+    struct fast_read f = {scanned, NULL, 0, 0, -1};
+    f.entry = table_match(t, ev, len, &f.offset, &f.count);
+    if (f.entry != NULL) {
+      if (nfast == t->nfast_cap) {
+        size_t cap = t->nfast_cap ? t->nfast_cap * 2 : 256;
+        struct fast_read *grown = realloc(t->fast, cap * sizeof *grown);
+        if (grown == NULL) break;
+        t->fast = grown;
+        t->nfast_cap = cap;
+      }
+      memcpy(&f.fd, ev + 16, 4);
+      if (f.fd > max_fd) max_fd = f.fd;
+      t->fast[nfast++] = f;
+    }
+    scanned += len;
+  }
+  if (nfast == 0) return n;
+  if (max_fd > t->max_reported) {
+    ssize_t w;
+    do w = write(t->report_fd, &max_fd, 4);
+    while (w < 0 && errno == EINTR);
+    /* EPIPE: the supervisor is gone, nobody is left to answer for us; serve on (as JS does). */
+    t->max_reported = max_fd;
+  }
+  size_t out = 0, at = 0;
+  for (size_t k = 0; k < nfast; k++) {
+    const struct fast_read *f = &t->fast[k];
+    struct {
+      int32_t fd;
+      uint32_t response;
+    } resp = {f->fd, FAN_ALLOW_RESPONSE};
+    ssize_t w;
+    do w = write(group_fd, &resp, sizeof resp);
+    while (w < 0 && errno == EINTR);
+    /* ENOENT: nobody waits on it any more. Other failures: JS gets the event, and its answer. */
+    if (w != (ssize_t)sizeof resp && !(w < 0 && errno == ENOENT)) continue;
+    table_note_access(f->entry, f->offset, f->count);
+    close(f->fd);
+    t->answered++;
+    /* Keep what lies before this event, drop the event. */
+    if (out != at) memmove(buf + out, buf + at, f->at - at);
+    out += f->at - at;
+    uint32_t len;
+    memcpy(&len, buf + f->at, 4);
+    at = f->at + len;
+  }
+  if (out != at) memmove(buf + out, buf + at, n - at);
+  return out + (n - at);
+}
+
 /* ---- reader: uv_poll on the non-blocking group fd ---------------------- */
 
 typedef struct reader {
@@ -596,14 +1043,389 @@ static void reader_free_unstarted(uv_handle_t *handle) {
   free(r);
 }
 
+
+/* ---- thread reader: the reader of a group with an access table -------------
+ *
+ * A thread polls the group fd, reads, answers what the access table can answer, and queues the
+ * rest of each batch for the loop thread (uv_async), which hands it to JS like the poll reader.
+ * Same JS interface (pause, resume, stop, ref, unref) and the same guarantees: batches in order;
+ * stop() joins the thread and delivers what it had read and not yet delivered (those events are
+ * then the caller's to answer, like any delivered event), so no event read is ever lost.
+ */
+
+typedef struct tbatch {
+  struct tbatch *next;
+  int err; /* an error (delivered, then the reader closes); 0 for events */
+  const char *syscall_name; /* of err */
+  size_t len;
+  unsigned char data[];
+} tbatch_t;
+
+typedef struct treader {
+  napi_env env;
+  uv_async_t async;
+  pthread_t thread;
+  bool thread_started;
+  int fd, wake_fd;
+  size_t bufsize;
+  napi_ref callback, table_ref;
+  access_table_t *table;
+  napi_async_context async_context;
+  napi_async_cleanup_hook_handle cleanup_hook;
+  pthread_mutex_t qlock;
+  tbatch_t *head, *tail;
+  atomic_bool paused, stopping;
+  int refs;    /* 1 for the uv handle (until its close callback) + 1 per JS method */
+  bool refed;  /* ref() (the default) rather than unref() */
+  bool closed; /* stop() or env cleanup began closing */
+} treader_t;
+
+static void treader_release(treader_t *r) {
+  if (--r->refs == 0) {
+    pthread_mutex_destroy(&r->qlock);
+    free(r);
+  }
+}
+
+static void treader_wake(treader_t *r) {
+  uint64_t one = 1;
+  ssize_t w;
+  do w = write(r->wake_fd, &one, sizeof one);
+  while (w < 0 && errno == EINTR);
+}
+
+static void treader_push(treader_t *r, tbatch_t *b) {
+  pthread_mutex_lock(&r->qlock);
+  if (r->tail != NULL) r->tail->next = b;
+  else r->head = b;
+  r->tail = b;
+  pthread_mutex_unlock(&r->qlock);
+  uv_async_send(&r->async);
+}
+
+static tbatch_t *treader_pop(treader_t *r) {
+  pthread_mutex_lock(&r->qlock);
+  tbatch_t *b = r->head;
+  if (b != NULL) {
+    r->head = b->next;
+    if (r->head == NULL) r->tail = NULL;
+  }
+  pthread_mutex_unlock(&r->qlock);
+  return b;
+}
+
+static void *treader_main(void *arg) {
+  treader_t *r = arg;
+  unsigned char *buf = malloc(r->bufsize);
+  if (buf == NULL) {
+    tbatch_t *b = calloc(1, sizeof *b);
+    if (b != NULL) {
+      b->err = ENOMEM;
+      b->syscall_name = "malloc";
+      treader_push(r, b);
+    }
+    return NULL;
+  }
+  while (!atomic_load(&r->stopping)) {
+    struct pollfd p[2] = {{atomic_load(&r->paused) ? -1 : r->fd, POLLIN, 0}, {r->wake_fd, POLLIN, 0}};
+    if (poll(p, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      tbatch_t *b = calloc(1, sizeof *b);
+      if (b != NULL) {
+        b->err = errno;
+        b->syscall_name = "poll";
+        treader_push(r, b);
+      }
+      break;
+    }
+    if (p[1].revents & POLLIN) {
+      uint64_t v;
+      ssize_t rd = read(r->wake_fd, &v, sizeof v);
+      (void)rd;
+    }
+    if (!(p[0].revents & (POLLIN | POLLERR | POLLHUP)) || atomic_load(&r->stopping)) continue;
+    for (;;) {
+      ssize_t n = read(r->fd, buf, r->bufsize);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      if (n <= 0) {
+        tbatch_t *b = calloc(1, sizeof *b);
+        if (b != NULL) {
+          b->err = n < 0 ? errno : 0;
+          b->syscall_name = "read";
+          treader_push(r, b);
+        }
+        free(buf);
+        return NULL;
+      }
+      size_t left = table_filter(r->table, r->fd, buf, (size_t)n);
+      if (left > 0) {
+        tbatch_t *b = malloc(sizeof *b + left);
+        if (b == NULL) {
+          /* Nothing sane to do without memory: hand JS the error, and stop reading. */
+          tbatch_t *e = calloc(1, sizeof *e);
+          if (e != NULL) {
+            e->err = ENOMEM;
+            e->syscall_name = "malloc";
+            treader_push(r, e);
+          }
+          free(buf);
+          return NULL;
+        }
+        b->next = NULL;
+        b->err = 0;
+        b->len = left;
+        memcpy(b->data, buf, left);
+        treader_push(r, b);
+      }
+      /* As in reader_on_poll: a read that left room took every queued event. */
+      if ((size_t)n + READER_EVENT_ROOM <= r->bufsize) break;
+    }
+  }
+  free(buf);
+  return NULL;
+}
+
+static bool treader_deliver(treader_t *r, const tbatch_t *b) {
+  napi_env env = r->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return false;
+  bool ok = false;
+  napi_value argv[2], cb, recv, result;
+  if (b->err != 0) {
+    argv[0] = make_errno_error(env, b->err, b->syscall_name);
+    if (argv[0] == NULL || napi_get_null(env, &argv[1]) != napi_ok) goto out;
+  } else if (napi_get_null(env, &argv[0]) != napi_ok ||
+             napi_create_buffer_copy(env, b->len, b->data, NULL, &argv[1]) != napi_ok) {
+    goto out;
+  }
+  if (napi_get_reference_value(env, r->callback, &cb) != napi_ok || cb == NULL ||
+      napi_get_global(env, &recv) != napi_ok)
+    goto out;
+  ok = napi_make_callback(env, r->async_context, recv, cb, 2, argv, &result) == napi_ok;
+out:;
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+    napi_value exception;
+    if (napi_get_and_clear_last_exception(env, &exception) == napi_ok) {
+      napi_fatal_exception(env, exception);
+      ok = true; /* the process decides (uncaughtException); keep reading */
+    }
+  }
+  napi_close_handle_scope(env, scope);
+  return ok;
+}
+
+static void treader_close(treader_t *r, bool deliver_rest);
+
+/* Deliver queued batches in order; a read error or end of stream closes the reader. */
+static void treader_drain(treader_t *r, bool deliver) {
+  tbatch_t *b;
+  while ((b = treader_pop(r)) != NULL) {
+    bool end = b->err != 0 || b->len == 0;
+    bool ok = deliver && (b->len == 0 && b->err == 0 ? true : treader_deliver(r, b));
+    free(b);
+    if (deliver && (end || !ok)) {
+      deliver = false;
+      treader_close(r, false);
+    }
+  }
+}
+
+static void treader_on_async(uv_async_t *handle) {
+  treader_t *r = handle->data;
+  if (!r->closed) treader_drain(r, true);
+}
+
+static void treader_on_close(uv_handle_t *handle) {
+  treader_t *r = handle->data;
+  napi_env env = r->env;
+  napi_async_cleanup_hook_handle hook = r->cleanup_hook;
+  r->cleanup_hook = NULL;
+  if (r->callback != NULL) napi_delete_reference(env, r->callback);
+  if (r->table_ref != NULL) napi_delete_reference(env, r->table_ref);
+  r->callback = r->table_ref = NULL;
+  if (r->async_context != NULL) napi_async_destroy(env, r->async_context);
+  r->async_context = NULL;
+  treader_release(r); /* r may be gone from here on */
+  if (hook != NULL) napi_remove_async_cleanup_hook(hook);
+}
+
+/*
+ * Stop and join the thread, then deliver (deliver_rest) or drop what it read: dropped only when
+ * the environment is going away and can no longer run JS.
+ */
+static void treader_close(treader_t *r, bool deliver_rest) {
+  if (r->closed) return;
+  r->closed = true;
+  if (r->thread_started) {
+    atomic_store(&r->stopping, true);
+    treader_wake(r);
+    pthread_join(r->thread, NULL);
+    r->thread_started = false;
+  }
+  treader_drain(r, deliver_rest);
+  close(r->wake_fd);
+  r->wake_fd = -1;
+  uv_close((uv_handle_t *)&r->async, treader_on_close);
+}
+
+static void treader_cleanup_hook(napi_async_cleanup_hook_handle handle, void *arg) {
+  (void)handle;
+  treader_close(arg, false);
+}
+
+static treader_t *treader_from_info(napi_env env, napi_callback_info info) {
+  void *data = NULL;
+  napi_get_cb_info(env, info, NULL, NULL, NULL, &data);
+  return data;
+}
+
+static napi_value js_treader_pause(napi_env env, napi_callback_info info) {
+  treader_t *r = treader_from_info(env, info);
+  if (r != NULL && !r->closed && !atomic_exchange(&r->paused, true)) {
+    treader_wake(r);
+    /* Like a stopped poll: a paused reader does not keep the loop alive. */
+    uv_unref((uv_handle_t *)&r->async);
+  }
+  return make_undefined(env);
+}
+
+static napi_value js_treader_resume(napi_env env, napi_callback_info info) {
+  treader_t *r = treader_from_info(env, info);
+  if (r != NULL && !r->closed && atomic_exchange(&r->paused, false)) {
+    treader_wake(r);
+    if (r->refed) uv_ref((uv_handle_t *)&r->async);
+  }
+  return make_undefined(env);
+}
+
+static napi_value js_treader_stop(napi_env env, napi_callback_info info) {
+  treader_t *r = treader_from_info(env, info);
+  if (r != NULL) treader_close(r, true);
+  return make_undefined(env);
+}
+
+static napi_value js_treader_ref(napi_env env, napi_callback_info info) {
+  treader_t *r = treader_from_info(env, info);
+  if (r != NULL && !r->closed) {
+    r->refed = true;
+    if (!atomic_load(&r->paused)) uv_ref((uv_handle_t *)&r->async);
+  }
+  return make_undefined(env);
+}
+
+static napi_value js_treader_unref(napi_env env, napi_callback_info info) {
+  treader_t *r = treader_from_info(env, info);
+  if (r != NULL && !r->closed) {
+    r->refed = false;
+    uv_unref((uv_handle_t *)&r->async);
+  }
+  return make_undefined(env);
+}
+
+static void treader_method_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  treader_release(data);
+}
+
+static bool treader_add_method(napi_env env, treader_t *r, napi_value obj, const char *name,
+                               napi_callback fn) {
+  napi_value f;
+  if (napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, r, &f) != napi_ok) return false;
+  r->refs++;
+  if (napi_add_finalizer(env, f, r, treader_method_finalize, NULL, NULL) != napi_ok) {
+    r->refs--;
+    return false;
+  }
+  return napi_set_named_property(env, obj, name, f) == napi_ok;
+}
+
+static void treader_free_unstarted(uv_handle_t *handle) {
+  treader_t *r = handle->data;
+  close(r->wake_fd);
+  pthread_mutex_destroy(&r->qlock);
+  free(r);
+}
+
+static napi_value start_thread_reader(napi_env env, int fd, size_t bufsize, napi_value callback,
+                                      napi_value table_obj, access_table_t *table) {
+  uv_loop_t *loop = NULL;
+  NAPI_OK(env, napi_get_uv_event_loop(env, &loop));
+  treader_t *r = calloc(1, sizeof *r);
+  if (r == NULL) return throw_errno(env, ENOMEM, "malloc");
+  r->env = env;
+  r->fd = fd;
+  r->bufsize = bufsize;
+  r->table = table;
+  r->refed = true;
+  pthread_mutex_init(&r->qlock, NULL);
+  r->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (r->wake_fd < 0) {
+    int err = errno;
+    pthread_mutex_destroy(&r->qlock);
+    free(r);
+    return throw_errno(env, err, "eventfd");
+  }
+  int rc = uv_async_init(loop, &r->async, treader_on_async);
+  if (rc < 0) {
+    close(r->wake_fd);
+    pthread_mutex_destroy(&r->qlock);
+    free(r);
+    return throw_errno(env, -rc, "uv_async_init");
+  }
+  r->async.data = r;
+  r->refs = 1; /* the uv handle */
+  napi_value obj, name;
+  if (napi_create_reference(env, callback, 1, &r->callback) != napi_ok ||
+      napi_create_reference(env, table_obj, 1, &r->table_ref) != napi_ok) {
+    if (r->callback != NULL) napi_delete_reference(env, r->callback);
+    uv_close((uv_handle_t *)&r->async, treader_free_unstarted);
+    return throw_napi(env);
+  }
+  /* From here on, failures go through treader_close (which frees what exists). */
+  if (napi_create_object(env, &obj) != napi_ok ||
+      napi_create_string_utf8(env, "FanotifyReader", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_async_init(env, obj, name, &r->async_context) != napi_ok ||
+      napi_add_async_cleanup_hook(env, treader_cleanup_hook, r, &r->cleanup_hook) != napi_ok ||
+      !treader_add_method(env, r, obj, "pause", js_treader_pause) ||
+      !treader_add_method(env, r, obj, "resume", js_treader_resume) ||
+      !treader_add_method(env, r, obj, "stop", js_treader_stop) ||
+      !treader_add_method(env, r, obj, "ref", js_treader_ref) ||
+      !treader_add_method(env, r, obj, "unref", js_treader_unref)) {
+    treader_close(r, false);
+    return throw_napi(env);
+  }
+  rc = pthread_create(&r->thread, NULL, treader_main, r);
+  if (rc != 0) {
+    treader_close(r, false);
+    return throw_errno(env, rc, "pthread_create");
+  }
+  r->thread_started = true;
+  return obj;
+}
+
 static napi_value js_start_reader(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
+  napi_value argv[4];
   int32_t fd;
   double size;
-  if (!get_args(env, info, 3, argv) || !arg_int32(env, argv[0], "fd", &fd) ||
+  if (!get_args(env, info, 4, argv) || !arg_int32(env, argv[0], "fd", &fd) ||
       !arg_number(env, argv[1], "bufferSize", &size) ||
       !arg_function(env, argv[2], "onBatch"))
     return NULL;
+  napi_valuetype table_type;
+  NAPI_OK(env, napi_typeof(env, argv[3], &table_type));
+  if (table_type != napi_undefined) {
+    access_table_t *table = NULL;
+    if (napi_unwrap(env, argv[3], (void **)&table) != napi_ok || table == NULL) {
+      napi_throw_type_error(env, NULL, "accessTable must come from createAccessTable()");
+      return NULL;
+    }
+    if (size < 1 || size > READER_MAX_BUFFER) return throw_range(env, "bufferSize", ">= 1 and <= 2^30");
+    if (fd < 0) return throw_errno(env, EBADF, "poll");
+    return start_thread_reader(env, fd, (size_t)size, argv[2], argv[3], table);
+  }
   if (size < 1 || size > READER_MAX_BUFFER) return throw_range(env, "bufferSize", ">= 1 and <= 2^30");
   if (fd < 0) return throw_errno(env, EBADF, "uv_poll_init");
 
@@ -1077,6 +1899,7 @@ NAPI_MODULE_INIT() {
       METHOD("init", js_init),
       METHOD("mark", js_mark),
       METHOD("startReader", js_start_reader),
+      METHOD("createAccessTable", js_create_access_table),
       METHOD("nameToHandle", js_name_to_handle),
       METHOD("openByHandle", js_open_by_handle),
       METHOD("fsid", js_fsid),

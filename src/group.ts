@@ -4,7 +4,7 @@
  * @packageDocumentation
  */
 import { writeSync } from 'node:fs';
-import { native, type Reader } from './native.js';
+import { native, type AccessTable, type Reader } from './native.js';
 import {
   InitFlag,
   MarkFlag,
@@ -97,6 +97,12 @@ export interface GroupOptions {
    * Default 8192.
    */
   readonly highWaterMark?: number;
+  /**
+   * Pre-content reads this table can answer are answered by the reader (allowed, never
+   * delivered), which then reads in a thread of its own. For a daemon that knows which content
+   * is present (the HSM worker). Default none.
+   */
+  readonly accessTable?: AccessTable;
 }
 
 /** Where a mark attaches. */
@@ -542,14 +548,19 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
   }
 
   #start(deliver: (ev: GroupEvent) => void, onBatchEnd?: () => void): void {
-    this.#reader = native.startReader(this.fd, this.options.readBufferSize ?? 256 * 1024, (err, batch) => {
-      if (err) return this.#fail(err);
-      if (batch) {
-        this.#ingest(batch, deliver);
-        onBatchEnd?.();
-        this.#nap();
-      }
-    });
+    this.#reader = native.startReader(
+      this.fd,
+      this.options.readBufferSize ?? 256 * 1024,
+      (err, batch) => {
+        if (err) return this.#fail(err);
+        if (batch) {
+          this.#ingest(batch, deliver);
+          onBatchEnd?.();
+          this.#nap();
+        }
+      },
+      this.options.accessTable,
+    );
   }
 
   #nap(): void {

@@ -25,12 +25,39 @@ export interface Reader {
   pause(): void;
   /** Start polling again after pause(). */
   resume(): void;
-  /** Stop for good and close the handle; idempotent; no callbacks after it. Call before closing the fd. */
+  /**
+   * Stop for good and close the handle; idempotent; no callbacks after it returns (a thread
+   * reader, the one of a group with an access table, delivers during the call what it had read).
+   * Call before closing the fd.
+   */
   stop(): void;
   /** Let the active reader keep the event loop alive (the default). */
   ref(): void;
   /** Do not let this reader alone keep the event loop alive. */
   unref(): void;
+}
+
+/**
+ * Pre-content reads a reader answers itself (FAN_ALLOW, without reaching JS) when the file's
+ * state buffer says every chunk under the read is there. Made by `createAccessTable`, passed to
+ * `startReader`. The state layout is in src/hsm/access.ts.
+ */
+export interface AccessTable {
+  /**
+   * Add or replace a file (by st_dev, st_ino). `state` is kept referenced (not copied) until
+   * {@link delete}: the bits JS sets in it take effect at the next event. It must hold the
+   * header and one bit per chunk of `size` bytes in `chunkSize` chunks.
+   */
+  set(dev: number, ino: number, state: Buffer, chunkSize: number, size: number): void;
+  /** Forget a file: its events all reach JS again. True if it was there. */
+  delete(dev: number, ino: number): boolean;
+  /** Files in the table, and events answered without JS so far. */
+  stats(): { files: number; answered: number };
+  /**
+   * While on, answer nothing (every event reaches JS). For closing an event fd before writing
+   * its answer: the reader must not answer a new event handed the same number in between.
+   */
+  hold(on: boolean): void;
 }
 
 /** Result of name_to_handle_at. */
@@ -115,8 +142,20 @@ export interface NativeAddon {
   init(flags: number, eventFFlags: number): number;
   /** fanotify_mark; mask is a number (up to 2^53) or bigint; path null means dirfd itself. */
   mark(fd: number, flags: number, mask: number | bigint, dirfd: number, path: string | null): void;
-  /** Poll fd in the main loop and pass each read() batch (a new Buffer) to onBatch; read errors end it. */
-  startReader(fd: number, bufferSize: number, onBatch: (err: NativeError | null, batch: Buffer | null) => void): Reader;
+  /**
+   * Poll fd in the main loop and pass each read() batch (a new Buffer) to onBatch; read errors
+   * end it. With an access table, the reader runs in a thread of its own (so its answers never
+   * wait for the loop), answers the reads the table can answer and leaves them out of the batch (a
+   * batch left empty is not delivered); the rest reaches onBatch in the loop, in order, and
+   * stop() delivers what was read and not yet delivered before it returns.
+   */
+  startReader(fd: number, bufferSize: number, onBatch: (err: NativeError | null, batch: Buffer | null) => void, accessTable?: AccessTable): Reader;
+  /**
+   * A table of files whose pre-content reads of present chunks a reader answers itself. Before
+   * answering, it writes the highest event fd number it answers (int32, native order) to
+   * `reportFd` when above the highest written so far (see src/hsm/supervisor.ts).
+   */
+  createAccessTable(reportFd: number): AccessTable;
   /** name_to_handle_at with a 128-byte handle buffer. */
   nameToHandle(dirfd: number, path: string, flags: number): HandleInfo;
   /** open_by_handle_at(mountFd, {handleType, handle}, flags); returns the new fd. */

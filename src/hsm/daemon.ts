@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FanotifyGroup, isPermissionEvent, type GroupEvent, type PermissionEvent } from '../group.js';
 import type { EventName } from '../kernel/names.js';
-import { native } from '../native.js';
+import { native, type AccessTable } from '../native.js';
+import { AccessState } from './access.js';
 import { serveControl, type ControlRequest } from './control.js';
 import { Hydrator, needsMark, type Tracked } from './hydrator.js';
 import { chunkCount, parseManifest, type FileEntry, type Manifest } from './manifest.js';
@@ -74,6 +75,8 @@ export class HsmDaemon {
   readonly #map: RangeMap;
   readonly #source: Source;
   readonly #group: FanotifyGroup;
+  /** Files whose reads of present chunks the native reader answers without us. */
+  readonly #table: AccessTable;
   readonly #hydrator: Hydrator;
   readonly #byPath = new Map<string, Tracked>();
   readonly #byIno = new Map<number, Tracked>();
@@ -92,12 +95,15 @@ export class HsmDaemon {
     this.#manifest = manifest;
     this.#map = map;
     this.#source = source;
+    // It reports the fds it answers to the supervisor itself, like #onEvent.
+    this.#table = native.createAccessTable(cfg.reportFd);
     this.#group = FanotifyGroup.fromFd(cfg.groupFd, cfg.groupFlags, {
       class: 'preContent',
       // Our own deadline is the source's; the group's is a backstop that denies, never allows.
       timeoutMs: cfg.timeoutMs * 3 + 10_000,
       defaultVerdict: 'deny',
       highWaterMark: 4096,
+      accessTable: this.#table,
     });
     this.#hydrator = new Hydrator({
       source,
@@ -146,8 +152,12 @@ export class HsmDaemon {
         const entry = files[next++] as FileEntry;
         const rec = recs.get(entry.path);
         if (!rec) throw new Error(`range map has no row for ${entry.path}`);
-        const t: Tracked = { entry, rec, inflight: new Map(), lastChunk: -1, streakStart: 0, fromStart: 0, fromStartEnd: 0, writer: undefined, evicting: false, unsynced: new Map() };
         const st = await lstat(join(this.#cfg.backing, entry.path));
+        const access = new AccessState(rec.chunks);
+        // Loaded from the range map: durable and recorded, so allowed at once in either mode.
+        access.copyBits(rec.bitmap);
+        access.lastAccess = rec.lastAccess;
+        const t: Tracked = { entry, rec, dev: st.dev, ino: st.ino, access, inflight: new Map(), writer: undefined, evicting: false, unsynced: new Map() };
         this.#byPath.set(entry.path, t);
         this.#byIno.set(st.ino, t);
         this.#cacheBytes += Math.min(rec.size, rec.have * cs);
@@ -168,8 +178,10 @@ export class HsmDaemon {
     const path = this.#hydrator.backingPath(t);
     if (needsMark(t)) {
       this.#group.mark(path, { events: MARK });
+      if (!t.rec.local) this.#table.set(t.dev, t.ino, t.access.buffer, this.#manifest.chunkSize, t.rec.size);
       return;
     }
+    this.#table.delete(t.dev, t.ino);
     try {
       this.#group.unmark(path, { events: t.rec.local ? MARK_EVICTING : MARK_EVICTING.filter((e) => e !== 'modify') });
     } catch {
@@ -294,13 +306,19 @@ export class HsmDaemon {
     // would fail. Closed before answering, in one tick. Our reading thread may hand a closed
     // number to a new event before the answer is written; the kernel gives an answer to the
     // oldest event with that fd number, which is ours, and the new event reaches the group's
-    // table only in a later tick, after ours left it.
+    // table only in a later tick, after ours left it. That thread also answers reads of present
+    // chunks itself: held meanwhile, so it cannot answer such a new event before ours is written.
     const batch = waiting.splice(0);
     if (this.#execs.get(t) === waiting) this.#execs.delete(t);
-    for (const e of batch) native.close(e.takeFd());
-    for (const e of batch) {
-      if (failure) e.deny('EIO');
-      else e.allow();
+    this.#table.hold(true);
+    try {
+      for (const e of batch) native.close(e.takeFd());
+      for (const e of batch) {
+        if (failure) e.deny('EIO');
+        else e.allow();
+      }
+    } finally {
+      this.#table.hold(false);
     }
   }
 
@@ -316,6 +334,8 @@ export class HsmDaemon {
   #setLocal(t: Tracked): void {
     if (t.rec.local) return;
     t.rec.local = true;
+    // A local file's reads all come to us, as the files' reads did before the access table.
+    this.#table.delete(t.dev, t.ino);
     this.#map.saveFlags(t.rec);
     if (!needsMark(t)) this.#applyMark(t);
     else this.#hydrator.hydrateAll(t).catch((err: unknown) => this.#hooks.log(`completing modified ${t.entry.path}: ${(err as Error).message}`));
@@ -332,6 +352,8 @@ export class HsmDaemon {
   }
 
   async #evictLru(): Promise<void> {
+    // Reads the native reader answered count as uses too.
+    for (const t of this.#byPath.values()) t.rec.lastAccess = Math.max(t.rec.lastAccess, t.access.lastAccess);
     const candidates = [...this.#byPath.values()]
       .filter((t) => t.rec.have > 0 && !t.rec.pinned && !t.rec.local && t.inflight.size === 0)
       .sort((a, b) => a.rec.lastAccess - b.rec.lastAccess);
@@ -357,6 +379,7 @@ export class HsmDaemon {
     await this.#hydrator.flush();
     if (await this.#checkLocal(t)) return refuse('local: changed since it was fetched, never evicted');
     t.evicting = true;
+    t.access.blocked = true;
     try {
       await this.#hydrator.closeWriter(t);
       this.#group.mark(path, { events: MARK_EVICTING });
@@ -373,6 +396,7 @@ export class HsmDaemon {
         }
         // Record first: a crash between the two steps then only makes us fetch again.
         const had = Math.min(t.rec.size, t.rec.have * this.#manifest.chunkSize);
+        t.access.clear();
         t.rec.bitmap.fill(0);
         t.rec.have = 0;
         t.rec.presentCtime = null;
@@ -392,6 +416,7 @@ export class HsmDaemon {
       }
     } finally {
       t.evicting = false;
+      t.access.blocked = false;
       this.#group.unmark(path, { events: ['openPerm'] });
       this.#applyMark(t);
     }
@@ -462,7 +487,7 @@ export class HsmDaemon {
         size: t.rec.size,
       };
     });
-    return { files: list, totals, workerPid: process.pid };
+    return { files: list, totals, workerPid: process.pid, fastReads: this.#table.stats().answered };
   }
 
   async #prefetch(files: readonly Tracked[], progress: (p: Record<string, unknown>) => void): Promise<Record<string, unknown>> {

@@ -10,6 +10,7 @@ import { webcrypto } from 'node:crypto';
 import { close, fdatasync, fstat, futimes, open, write } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import type { AccessState } from './access.js';
 import type { FileEntry } from './manifest.js';
 import { hasChunk, stateOf, type FileRecord, type RangeMap } from './rangemap.js';
 import type { Source } from './source.js';
@@ -18,16 +19,16 @@ import type { Source } from './source.js';
 export interface Tracked {
   readonly entry: FileEntry;
   readonly rec: FileRecord;
+  /** The backing file's st_dev and st_ino (the access table's key). */
+  readonly dev: number;
+  readonly ino: number;
+  /**
+   * Where reads are tracked (for read-ahead and LRU) and which chunks the native reader may
+   * allow without us: also the reads it answered itself.
+   */
+  readonly access: AccessState;
   /** Chunk index → the fetch that will bring it. */
   readonly inflight: Map<number, Promise<void>>;
-  /** Last chunk a reader touched, for sequential read-ahead; -1 before any. */
-  lastChunk: number;
-  /** First chunk of the current sequential streak (the read-ahead window grows with it). */
-  streakStart: number;
-  /** Reads in a row, each starting where the last ended, since one at offset 0; 0 if none. */
-  fromStart: number;
-  /** Where the last of those reads ended. */
-  fromStartEnd: number;
   /** The fd our writes go through, if one is open. */
   writer: Writer | undefined;
   /** Eviction in progress: opens are refused with EBUSY. */
@@ -160,6 +161,8 @@ export class Hydrator {
   #running: Promise<void> | undefined;
   /** Flushes started so far: a chunk written at sequence n is covered by flush n+1. */
   #flushSeq = 0;
+  /** Files being fetched whole for a reader from their start. */
+  readonly #streaming = new Set<Tracked>();
 
   constructor(options: HydratorOptions) {
     this.#o = options;
@@ -191,19 +194,27 @@ export class Hydrator {
     const span = this.chunksOf(t, offset, count);
     if (!span) return;
     const [first, last] = span;
-    const sequential = first === t.lastChunk || first === t.lastChunk + 1;
-    if (!sequential) t.streakStart = first;
-    t.lastChunk = last;
-    t.fromStart = offset === 0 ? 1 : t.fromStart > 0 && offset === t.fromStartEnd ? t.fromStart + 1 : 0;
-    t.fromStartEnd = offset + count;
-    if (t.fromStart === 2) {
-      // A second read continuing the first one at offset 0 (cp, tar, sha256sum): the whole file
-      // is wanted. Fetch all of it now rather than a window crawling with the reader.
-      this.#streamWhole(t).catch((err: unknown) => this.#o.onBackgroundError?.(t, err));
-    } else if (sequential && t.fromStart < 2 && last + 1 < t.rec.chunks) {
+    // The native reader applies the same rules to the reads it answers (native/fanotify.c).
+    const a = t.access;
+    const sequential = first === a.lastChunk || first === a.lastChunk + 1;
+    if (!sequential) a.streakStart = first;
+    a.lastChunk = last;
+    a.fromStart = offset === 0 ? 1 : a.fromStart > 0 && offset === a.fromStartEnd ? a.fromStart + 1 : 0;
+    a.fromStartEnd = offset + count;
+    if (a.fromStart >= 2) {
+      // A read continuing reads from offset 0 (cp, tar, sha256sum): the whole file is wanted.
+      // Fetch all of it now rather than a window crawling with the reader. The reads answered
+      // natively in between count too, so this may be the first one we see after the first.
+      if (!this.#streaming.has(t)) {
+        this.#streaming.add(t);
+        this.#streamWhole(t)
+          .catch((err: unknown) => this.#o.onBackgroundError?.(t, err))
+          .finally(() => this.#streaming.delete(t));
+      }
+    } else if (sequential && last + 1 < t.rec.chunks) {
       // Like the kernel's readahead, the window doubles with the streak: a file read from start
       // to end is soon fetched whole, becomes present and stops costing an event per read.
-      const window = Math.max(this.#readAhead, 2 * (last - t.streakStart + 1));
+      const window = Math.max(this.#readAhead, 2 * (last - a.streakStart + 1));
       this.ensure(t, last + 1, Math.min(t.rec.chunks - 1, last + window)).catch((err: unknown) => this.#o.onBackgroundError?.(t, err));
     }
     await this.ensure(t, first, last);
@@ -397,6 +408,8 @@ export class Hydrator {
       t.rec.bitmap[i >> 3] = (t.rec.bitmap[i >> 3] ?? 0) | (1 << (i & 7));
       t.rec.have++;
       t.unsynced.set(i, this.#flushSeq);
+      // Without syncBeforeAllow a written chunk is what a reader is allowed at once.
+      if (!this.#syncFirst) t.access.allow(i);
     }
     t.rec.lastAccess = Date.now();
     this.#o.onBytes?.(t, bytes.length);
@@ -446,10 +459,10 @@ export class Hydrator {
         } catch (err) {
           this.#o.onBackgroundError?.(t, err);
           this.#dirty.add(t);
-          return false;
+          return undefined;
         }
         for (const i of chunks) t.unsynced.delete(i);
-        return true;
+        return chunks;
       }),
     );
     this.#o.rangeMap.batch(() => {
@@ -459,6 +472,8 @@ export class Hydrator {
         this.#o.rangeMap.saveChunks(t.rec, { bitmap, have: t.rec.have - t.unsynced.size });
       }
     });
+    // Durable and recorded: what a reader is allowed at once with syncBeforeAllow.
+    if (this.#syncFirst) files.forEach((t, k) => synced[k]?.forEach((i) => t.access.allow(i)));
     files.forEach((t, k) => {
       if (!synced[k] || t.unsynced.size > 0 || t.rec.have < t.rec.chunks) return;
       // Not awaited: an adopted event fd closes only once its event is answered, and that event
