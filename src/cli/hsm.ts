@@ -243,7 +243,7 @@ export function hsmCommand(): Command {
     .command('status')
     .description('Per file state (placeholder, partial n%, present, local; pinned) and totals.')
     .argument('[paths...]', 'files or directories in a mounted tree (default: the current directory)')
-    .option('--json', 'one JSON object: {files: [{path, state, percent, pinned, size}], totals, workerPid}')
+    .option('--json', 'one JSON object: {files: [{path, state, percent, pinned, size}], totals, workerPid, fastReads (reads the worker answered natively since it started)}')
     .action(
       action(async (paths: string[], flags: { json?: boolean }) => {
         const list = paths.length > 0 ? paths : ['.'];
