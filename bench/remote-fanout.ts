@@ -3,7 +3,7 @@
  *
  *   npm run build && node dist/bench/remote-fanout.js [--clients 100] [--rate 20000]
  *        [--seconds 5] [--warmup 2] [--probes 5] [--sink-procs 4] [--debounce 2] [--profile DIR]
- *        [--server-flags "--trace-gc …"]
+ *        [--server-flags "--trace-gc …"] [--serve-args "--no-direct-writes"]
  *
  * A fresh loop-mounted ext4. `fan serve` runs as a child process (its CPU and memory are read
  * from /proc; `--profile DIR` writes its --cpu-prof there and prints the top functions). A C
@@ -41,8 +41,8 @@ import type { FanoutChildMsg } from './remote-fanout-child.js';
 import { rawSubscribe } from './remote-util.js';
 import { compileGen, cpuDelta, cpuSeconds, fmt, machineNote, memMiB, parseFlags, profileSummary, quantile, table, verdict } from './watch-util.js';
 
-const USAGE = 'node dist/bench/remote-fanout.js [--clients N] [--rate CHANGES_PER_S] [--seconds S] [--probes N] [--sink-procs N] [--warmup S] [--debounce MS] [--profile DIR] [--server-flags "NODE FLAGS"]';
-const o = parseFlags(process.argv.slice(2), { clients: 100, rate: 20000, seconds: 5, probes: 5, sinkProcs: 4, warmup: 2, debounce: 2, profile: '', serverFlags: '' }, USAGE);
+const USAGE = 'node dist/bench/remote-fanout.js [--clients N] [--rate CHANGES_PER_S] [--seconds S] [--probes N] [--sink-procs N] [--warmup S] [--debounce MS] [--profile DIR] [--server-flags "NODE FLAGS"] [--serve-args "FAN SERVE FLAGS"]';
+const o = parseFlags(process.argv.slice(2), { clients: 100, rate: 20000, seconds: 5, probes: 5, sinkProcs: 4, warmup: 2, debounce: 2, profile: '', serverFlags: '', serveArgs: '' }, USAGE);
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const CHILD = fileURLToPath(new URL('./remote-fanout-child.js', import.meta.url));
 const DIRS = 10;
@@ -68,9 +68,9 @@ interface Phase {
 interface Breakdown {
   /** Generator stamp → the batch reaching the server's feed (kernel, watch layer, batching window). */
   toFeed: number[];
-  /** Feed → every subscriber's frame handed to its socket (records, encoding, the write loop). */
+  /** Feed → every subscriber's frame handed over: to its socket, or to the write job (records, encoding, the write loop). */
   toSocket: number[];
-  /** Socket → parsed by the probe (wake-up, read, decode in the probe process). */
+  /** Handed over → parsed by the probe (the write job if any, wake-up, read, decode in the probe process). */
   toProbe: number[];
   /** The three segments (summed per segment) over the creates whose end-to-end latency is in the worst 1%. */
   worst: [number, number, number];
@@ -217,7 +217,7 @@ async function main(): Promise<void> {
   const sock = join(work, 'fan.sock');
   const traceFile = join(work, 'batches.trace');
   const prof = [...(o.profile ? ['--cpu-prof', '--cpu-prof-dir', o.profile] : []), ...o.serverFlags.split(' ').filter(Boolean)];
-  const server = spawn(process.execPath, [...prof, CLI, 'serve', '--socket', sock, '--debounce', String(o.debounce), '--trace-batches', traceFile, '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const server = spawn(process.execPath, [...prof, CLI, 'serve', '--socket', sock, '--debounce', String(o.debounce), '--trace-batches', traceFile, '--json', ...o.serveArgs.split(' ').filter(Boolean)], { stdio: ['ignore', 'pipe', 'inherit'] });
   server.stdout!.setEncoding('utf8');
   try {
     await new Promise<void>((resolve, reject) => {
@@ -255,7 +255,7 @@ async function main(): Promise<void> {
         p.clientCpuS.map((c) => fmt((c / o.seconds) * 100, 0)).join(' / '),
       ]);
     }
-    const parts = [['phase', 'creates matched to a batch', 'stamp → server feed p50 / p99 ms', 'feed → all sockets written p50 / p99 ms', 'written → probe parsed p50 / p99 ms', 'worst 1% e2e: mean of the three ms']];
+    const parts = [['phase', 'creates matched to a batch', 'stamp → server feed p50 / p99 ms', 'feed → all frames handed over p50 / p99 ms', 'handed over → probe parsed p50 / p99 ms', 'worst 1% e2e: mean of the three ms']];
     for (const p of phases) {
       const d = p.breakdown;
       const pq = (xs: number[]): string => `${fmt(quantile(xs, 0.5))} / ${fmt(quantile(xs, 0.99))}`;

@@ -1035,6 +1035,160 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
+/* ---- frames to many sockets, from the threadpool ----------------------- */
+
+/*
+ * One job: for each socket, one sendmsg of its frame's parts (non-blocking, no SIGPIPE), run on
+ * a libuv threadpool thread so the event loop goes on reading events meanwhile. The caller keeps
+ * at most one job per socket in flight, and owns the fds until `done` runs.
+ */
+typedef struct {
+  napi_async_work work;
+  napi_ref frames; /* keeps the buffers (and so the iovecs' memory) alive until done */
+  napi_ref results;
+  napi_ref done;
+  size_t n;
+  int *fds;
+  int *iovcnt;
+  struct iovec **iov;
+  struct iovec *iovs;
+  int32_t *out;
+} send_job_t;
+
+static void send_job_free(napi_env env, send_job_t *job) {
+  if (job->frames) napi_delete_reference(env, job->frames);
+  if (job->results) napi_delete_reference(env, job->results);
+  if (job->done) napi_delete_reference(env, job->done);
+  if (job->work) napi_delete_async_work(env, job->work);
+  free(job->fds);
+  free(job->iovcnt);
+  free(job->iov);
+  free(job->iovs);
+  free(job);
+}
+
+static void send_job_execute(napi_env env, void *data) {
+  (void)env;
+  send_job_t *job = data;
+  for (size_t i = 0; i < job->n; i++) {
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = job->iov[i];
+    msg.msg_iovlen = (size_t)job->iovcnt[i];
+    ssize_t w;
+    do {
+      w = sendmsg(job->fds[i], &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (w < 0 && errno == EINTR);
+    job->out[i] = w < 0 ? -errno : (int32_t)w;
+  }
+}
+
+static void send_job_complete(napi_env env, napi_status status, void *data) {
+  send_job_t *job = data;
+  napi_value done, global, ok;
+  if (napi_get_reference_value(env, job->done, &done) == napi_ok && napi_get_global(env, &global) == napi_ok &&
+      napi_get_boolean(env, status == napi_ok, &ok) == napi_ok) {
+    send_job_free(env, job);
+    napi_call_function(env, global, done, 1, &ok, NULL);
+    return;
+  }
+  send_job_free(env, job);
+}
+
+static bool int32_array(napi_env env, napi_value v, const char *name, int32_t **data, size_t *len) {
+  bool is = false;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t off;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is ||
+      napi_get_typedarray_info(env, v, &type, len, (void **)data, &ab, &off) != napi_ok || type != napi_int32_array) {
+    throw_type(env, name, "an Int32Array");
+    return false;
+  }
+  return true;
+}
+
+static napi_value js_send_frames(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int32_t *fds, *out;
+  size_t n, nout;
+  uint32_t nframes;
+  bool is = false;
+  if (!get_args(env, info, 4, argv) || !int32_array(env, argv[0], "fds", &fds, &n) ||
+      !int32_array(env, argv[2], "results", &out, &nout) || !arg_function(env, argv[3], "done"))
+    return NULL;
+  if (napi_is_array(env, argv[1], &is) != napi_ok || !is || napi_get_array_length(env, argv[1], &nframes) != napi_ok)
+    return throw_type(env, "frames", "an Array of Arrays of Buffers");
+  if (nframes != n || nout != n) return throw_range(env, "frames", "as long as fds and results");
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t parts;
+    napi_value frame;
+    if (napi_get_element(env, argv[1], (uint32_t)i, &frame) != napi_ok || napi_is_array(env, frame, &is) != napi_ok ||
+        !is || napi_get_array_length(env, frame, &parts) != napi_ok)
+      return throw_type(env, "frames", "an Array of Arrays of Buffers");
+    if (parts == 0 || parts > IOV_MAX) return throw_range(env, "frames", "Arrays of 1 to IOV_MAX Buffers");
+    total += parts;
+  }
+  send_job_t *job = calloc(1, sizeof *job);
+  if (job == NULL) return throw_errno(env, ENOMEM, "malloc");
+  job->n = n;
+  job->out = out;
+  job->fds = malloc((n > 0 ? n : 1) * sizeof *job->fds);
+  job->iovcnt = malloc((n > 0 ? n : 1) * sizeof *job->iovcnt);
+  job->iov = malloc((n > 0 ? n : 1) * sizeof *job->iov);
+  job->iovs = malloc((total > 0 ? total : 1) * sizeof *job->iovs);
+  if (!job->fds || !job->iovcnt || !job->iov || !job->iovs) {
+    send_job_free(env, job);
+    return throw_errno(env, ENOMEM, "malloc");
+  }
+  struct iovec *next = job->iovs;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t parts;
+    size_t bytes = 0;
+    napi_value frame;
+    if (napi_get_element(env, argv[1], (uint32_t)i, &frame) != napi_ok || napi_get_array_length(env, frame, &parts) != napi_ok) {
+      send_job_free(env, job);
+      return throw_napi(env);
+    }
+    job->fds[i] = fds[i];
+    job->iov[i] = next;
+    job->iovcnt[i] = (int)parts;
+    for (uint32_t j = 0; j < parts; j++, next++) {
+      napi_value b;
+      if (napi_get_element(env, frame, j, &b) != napi_ok || !arg_buffer(env, b, "frames", &next->iov_base, &next->iov_len)) {
+        send_job_free(env, job);
+        return NULL;
+      }
+      bytes += next->iov_len;
+    }
+    if (bytes > INT32_MAX) {
+      send_job_free(env, job);
+      return throw_range(env, "frames", "frames of at most 2 GiB");
+    }
+  }
+  napi_value name;
+  if (napi_create_reference(env, argv[1], 1, &job->frames) != napi_ok ||
+      napi_create_reference(env, argv[2], 1, &job->results) != napi_ok ||
+      napi_create_reference(env, argv[3], 1, &job->done) != napi_ok ||
+      napi_create_string_utf8(env, "fanotify:sendFrames", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, send_job_execute, send_job_complete, job, &job->work) != napi_ok ||
+      napi_queue_async_work(env, job->work) != napi_ok) {
+    send_job_free(env, job);
+    return throw_napi(env);
+  }
+  return make_undefined(env);
+}
+
+static napi_value js_dup_fd(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+  if (!get_args(env, info, 1, argv) || !arg_int32(env, argv[0], "fd", &fd)) return NULL;
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) return throw_errno(env, errno, "fcntl");
+  return make_int(env, copy);
+}
+
 /* ---- module ------------------------------------------------------------ */
 
 static napi_value make_constants(napi_env env) {
@@ -1091,6 +1245,8 @@ NAPI_MODULE_INIT() {
       METHOD("setLease", js_set_lease),
       METHOD("getLease", js_get_lease),
       METHOD("close", js_close),
+      METHOD("sendFrames", js_send_frames),
+      METHOD("dupFd", js_dup_fd),
       {"constants", NULL, NULL, NULL, NULL, constants, napi_enumerable, NULL},
   };
 #undef METHOD

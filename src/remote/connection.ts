@@ -28,6 +28,7 @@ import {
   READDIR_PAGE,
 } from './protocol.js';
 import type { Transport } from './transport.js';
+import type { DirectSocket, DirectResult } from './direct.js';
 
 /** What a connection needs from its server. */
 export interface ConnectionHost {
@@ -194,10 +195,19 @@ export class Connection {
   /** Invalidations sent because this client read too slowly. */
   overflows = 0;
   readonly #helloTimer: NodeJS.Timeout;
+  /** Writes subscription frames off the event loop (unix sockets). */
+  readonly #direct: DirectSocket | undefined;
+  /** A bye asked for while a direct write was running: said once it is over. */
+  #byeAfterDirect: string | undefined;
 
-  constructor(host: ConnectionHost, transport: Transport, readonly auth: ClientAuth) {
+  /**
+   * @param direct - for a stream socket: its dup, through which subscription frames are written
+   *   from the threadpool while the socket has nothing else pending (the connection closes it)
+   */
+  constructor(host: ConnectionHost, transport: Transport, readonly auth: ClientAuth, direct?: DirectSocket) {
     this.#host = host;
     this.#transport = transport;
+    this.#direct = direct;
     this.#decoder = new FrameDecoder(host.limits.maxFrame);
     this.#authed = auth.kind !== 'none' || host.tokenHash === undefined;
     transport.onData((bytes) => this.#onData(bytes));
@@ -255,17 +265,29 @@ export class Connection {
   }
 
   #pump(): void {
-    while (this.#head < this.#queue.length && !this.#transport.congested && !this.#closed) {
+    const direct = this.#direct;
+    while (this.#head < this.#queue.length && !this.#transport.congested && !this.#closed && !direct?.busy) {
       const q = this.#queue[this.#head]!;
       this.#queue[this.#head++] = undefined as unknown as Queued;
       this.#qEvents -= q.events;
       this.#qBytes -= q.bytes;
-      this.#transport.send(q.parts);
+      // Direct only when the socket has nothing pending, so frames stay in order.
+      if (direct && q.sub && this.#transport.pendingBytes === 0) direct.write(q.parts, (r) => this.#directDone(r));
+      else this.#transport.send(q.parts);
     }
     if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
       this.#queue = this.#queue.slice(this.#head);
       this.#head = 0;
     }
+  }
+
+  #directDone(r: DirectResult): void {
+    if (this.#closed) return;
+    // What the socket did not take goes first, through the socket's own queue; a failed write
+    // means the socket is broken, and its close follows.
+    if (r.ok && r.rest.length > 0) this.#transport.send(r.rest);
+    if (this.#byeAfterDirect !== undefined) this.#bye(this.#byeAfterDirect);
+    else this.#pump();
   }
 
   #onData(bytes: Buffer): void {
@@ -474,6 +496,12 @@ export class Connection {
   }
 
   #bye(reason: string): void {
+    if (this.#direct?.busy) {
+      // Its frame must be whole before the bye.
+      this.#byeAfterDirect ??= reason;
+      return;
+    }
+    this.#byeAfterDirect = undefined;
     if (this.#closed) return;
     this.#transport.send([encodeFrame({ type: 'bye', reason } satisfies ServerMessage)]);
     this.#transport.end();
@@ -487,6 +515,7 @@ export class Connection {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#helloTimer);
+    this.#direct?.close();
     for (const s of [...this.#subs.values()]) this.unsubscribe(s);
     this.#queue = [];
     this.#qBytes = 0;

@@ -12,7 +12,9 @@ import { createHash } from 'node:crypto';
 import { dirname } from 'node:path';
 import { WebSocketServer } from 'ws';
 import { FanotifyError } from '../errors.js';
+import { native } from '../native.js';
 import { peerIdentity } from './access.js';
+import { DirectSocket } from './direct.js';
 import { Connection, type ConnectionHost } from './connection.js';
 import { RootFeed } from './feed.js';
 import { DEFAULT_MAX_FRAME } from './protocol.js';
@@ -43,6 +45,11 @@ export interface ServeOptions {
   readonly maxFrame?: number;
   /** Batching window of the watches, in ms. Default 2. */
   readonly debounceMs?: number;
+  /**
+   * Write unix clients' subscription frames from a threadpool thread (one job per batch for all
+   * idle sockets) rather than from the event loop. Default true.
+   */
+  readonly directWrites?: boolean;
   /** Append per-batch timings of every feed to this file (one line per batch, as `FeedOptions.traceFile` describes). */
   readonly traceFile?: string;
   /**
@@ -180,13 +187,20 @@ export async function serve(options: ServeOptions = {}): Promise<RemoteServer> {
     }
     unix = createNetServer((socket: Socket) => {
       let peer;
+      const fd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
       try {
-        peer = peerIdentity((socket as unknown as { _handle: { fd: number } })._handle.fd);
+        peer = peerIdentity(fd);
       } catch {
         socket.destroy();
         return;
       }
-      connections.add(new Connection(host, socketTransport(socket), { kind: 'peer', peer }));
+      let direct: DirectSocket | undefined;
+      try {
+        if (options.directWrites !== false) direct = new DirectSocket(native.dupFd(fd));
+      } catch {
+        // Out of fds: this client's frames go through the event loop only.
+      }
+      connections.add(new Connection(host, socketTransport(socket), { kind: 'peer', peer }, direct));
     });
     await new Promise<void>((resolve, reject) => {
       unix!.once('error', reject);
