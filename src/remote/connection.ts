@@ -55,6 +55,10 @@ const RECORDS_PER_FRAME = 1000;
 const HELLO_TIMEOUT_MS = 10_000;
 /** Subscriptions one connection may hold. */
 const MAX_SUBSCRIPTIONS = 64;
+/** Bytes of queued frames one direct write takes (about a unix socket's send buffer). */
+const DIRECT_MAX_BYTES = 256 * 1024;
+/** Buffers in one direct write (IOV_MAX is 1024). */
+const DIRECT_MAX_PARTS = 1024;
 
 /**
  * Serialised record arrays (per chunk offset), shared by every subscriber that sends them
@@ -272,13 +276,32 @@ export class Connection {
       this.#qEvents -= q.events;
       this.#qBytes -= q.bytes;
       // Direct only when the socket has nothing pending, so frames stay in order.
-      if (direct && q.sub && this.#transport.pendingBytes === 0) direct.write(q.parts, (r) => this.#directDone(r));
+      if (direct && q.sub && this.#transport.pendingBytes === 0) direct.write(this.#takeBehind(q), (r) => this.#directDone(r));
       else this.#transport.send(q.parts);
     }
     if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
       this.#queue = this.#queue.slice(this.#head);
       this.#head = 0;
     }
+  }
+
+  /**
+   * `first`'s parts, and those of the subscription frames queued behind it (they waited for a
+   * running job): a client that fell behind catches up in one write, not one job per frame. At
+   * most DIRECT_MAX_BYTES, so what a full socket leaves to its own queue stays small.
+   */
+  #takeBehind(first: Queued): readonly Buffer[] {
+    if (this.#head >= this.#queue.length || !this.#queue[this.#head]!.sub) return first.parts;
+    const parts = [...first.parts];
+    let bytes = first.bytes;
+    for (let q = this.#queue[this.#head]; q?.sub && bytes + q.bytes <= DIRECT_MAX_BYTES && parts.length + q.parts.length <= DIRECT_MAX_PARTS; q = this.#queue[this.#head]) {
+      this.#queue[this.#head++] = undefined as unknown as Queued;
+      this.#qEvents -= q.events;
+      this.#qBytes -= q.bytes;
+      parts.push(...q.parts);
+      bytes += q.bytes;
+    }
+    return parts;
   }
 
   #directDone(r: DirectResult): void {
