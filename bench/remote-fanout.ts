@@ -3,7 +3,7 @@
  *
  *   npm run build && node dist/bench/remote-fanout.js [--clients 100] [--rate 20000]
  *        [--seconds 5] [--warmup 2] [--probes 5] [--sink-procs 4] [--debounce 2] [--profile DIR]
- *        [--server-flags "--trace-gc …"] [--serve-args "--no-direct-writes"]
+ *        [--server-flags "--trace-gc …"] [--serve-args "--max-queue-events 2000"]
  *
  * A fresh loop-mounted ext4. `fan serve` runs as a child process (its CPU and memory are read
  * from /proc; `--profile DIR` writes its --cpu-prof there and prints the top functions). A C
@@ -68,9 +68,9 @@ interface Phase {
 interface Breakdown {
   /** Generator stamp → the batch reaching the server's feed (kernel, watch layer, batching window). */
   toFeed: number[];
-  /** Feed → every subscriber's frame handed over: to its socket, or to the write job (records, encoding, the write loop). */
+  /** Feed → every subscriber's frame handed to its socket (records, encoding, the write loop). */
   toSocket: number[];
-  /** Handed over → parsed by the probe (the write job if any, wake-up, read, decode in the probe process). */
+  /** All frames handed over → parsed by the probe (wake-up, read, decode in the probe process; negative when the probe's socket came before the last). */
   toProbe: number[];
   /** The three segments (summed per segment) over the creates whose end-to-end latency is in the worst 1%. */
   worst: [number, number, number];

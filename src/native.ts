@@ -150,15 +150,6 @@ export interface NativeAddon {
   getLease(fd: number): number;
   /** close(2); EINTR is ignored. */
   close(fd: number): void;
-  /**
-   * On a libuv threadpool thread: for each i, one sendmsg(fds[i], frames[i] as an iovec,
-   * MSG_DONTWAIT | MSG_NOSIGNAL); results[i] becomes the bytes written or -errno. Then `done` runs
-   * on the event loop (`ok` false only if the job was cancelled). The arrays and buffers must not
-   * change, and the fds stay open, until then.
-   */
-  sendFrames(fds: Int32Array, frames: readonly (readonly Buffer[])[], results: Int32Array, done: (ok: boolean) => void): void;
-  /** fcntl F_DUPFD_CLOEXEC: a second fd of the same open file. */
-  dupFd(fd: number): number;
   /** Platform constants. */
   readonly constants: NativeConstants;
 }

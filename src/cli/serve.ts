@@ -22,7 +22,6 @@ interface ServeFlags extends NatsFlags {
   maxQueueBytes?: number;
   debounce?: number;
   traceBatches?: string;
-  directWrites: boolean;
   publish?: string;
   publishRoot: string[];
   stream?: string;
@@ -55,7 +54,6 @@ export function serveCommand(): Command {
     .option('--max-queue-events <n>', 'per-client queue limit in events (default 10000)', positiveInt('--max-queue-events'))
     .option('--max-queue-bytes <n>', 'per-client queue limit in bytes (default 8388608)', positiveInt('--max-queue-bytes'))
     .option('-d, --debounce <ms>', 'batching window in milliseconds (default 2)', positiveInt('--debounce'))
-    .option('--no-direct-writes', 'write every frame from the event loop, not event frames from a worker thread (for comparison)')
     .option('--trace-batches <file>', 'append one line per batch to FILE: monotonic ns received and sent, first and last created path (for benchmarks)')
     .option('--publish <url>', 'publish the --publish-root trees to NATS JetStream at nats://HOST:PORT')
     .addOption(new Option('--publish-root <dir>', 'a root to publish to NATS (repeatable)').argParser(repeatable).default([]))
@@ -99,7 +97,6 @@ async function runServe(flags: ServeFlags): Promise<void> {
     maxQueueBytes: flags.maxQueueBytes,
     debounceMs: flags.debounce,
     traceFile: flags.traceBatches,
-    directWrites: flags.directWrites,
   });
   let bridge: Awaited<ReturnType<typeof publishToNats>> | undefined;
   try {

@@ -28,7 +28,6 @@ import {
   READDIR_PAGE,
 } from './protocol.js';
 import type { Transport } from './transport.js';
-import type { DirectSocket, DirectResult } from './direct.js';
 
 /** What a connection needs from its server. */
 export interface ConnectionHost {
@@ -55,10 +54,6 @@ const RECORDS_PER_FRAME = 1000;
 const HELLO_TIMEOUT_MS = 10_000;
 /** Subscriptions one connection may hold. */
 const MAX_SUBSCRIPTIONS = 64;
-/** Bytes of queued frames one direct write takes (about a unix socket's send buffer). */
-const DIRECT_MAX_BYTES = 256 * 1024;
-/** Buffers in one direct write (IOV_MAX is 1024). */
-const DIRECT_MAX_PARTS = 1024;
 
 /**
  * Serialised record arrays (per chunk offset), shared by every subscriber that sends them
@@ -199,19 +194,10 @@ export class Connection {
   /** Invalidations sent because this client read too slowly. */
   overflows = 0;
   readonly #helloTimer: NodeJS.Timeout;
-  /** Writes subscription frames off the event loop (unix sockets). */
-  readonly #direct: DirectSocket | undefined;
-  /** A bye asked for while a direct write was running: said once it is over. */
-  #byeAfterDirect: string | undefined;
 
-  /**
-   * @param direct - for a stream socket: its dup, through which subscription frames are written
-   *   from the threadpool while the socket has nothing else pending (the connection closes it)
-   */
-  constructor(host: ConnectionHost, transport: Transport, readonly auth: ClientAuth, direct?: DirectSocket) {
+  constructor(host: ConnectionHost, transport: Transport, readonly auth: ClientAuth) {
     this.#host = host;
     this.#transport = transport;
-    this.#direct = direct;
     this.#decoder = new FrameDecoder(host.limits.maxFrame);
     this.#authed = auth.kind !== 'none' || host.tokenHash === undefined;
     transport.onData((bytes) => this.#onData(bytes));
@@ -269,48 +255,17 @@ export class Connection {
   }
 
   #pump(): void {
-    const direct = this.#direct;
-    while (this.#head < this.#queue.length && !this.#transport.congested && !this.#closed && !direct?.busy) {
+    while (this.#head < this.#queue.length && !this.#transport.congested && !this.#closed) {
       const q = this.#queue[this.#head]!;
       this.#queue[this.#head++] = undefined as unknown as Queued;
       this.#qEvents -= q.events;
       this.#qBytes -= q.bytes;
-      // Direct only when the socket has nothing pending, so frames stay in order.
-      if (direct && q.sub && this.#transport.pendingBytes === 0) direct.write(this.#takeBehind(q), (r) => this.#directDone(r));
-      else this.#transport.send(q.parts);
+      this.#transport.send(q.parts);
     }
     if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
       this.#queue = this.#queue.slice(this.#head);
       this.#head = 0;
     }
-  }
-
-  /**
-   * `first`'s parts, and those of the subscription frames queued behind it (they waited for a
-   * running job): a client that fell behind catches up in one write, not one job per frame. At
-   * most DIRECT_MAX_BYTES, so what a full socket leaves to its own queue stays small.
-   */
-  #takeBehind(first: Queued): readonly Buffer[] {
-    if (this.#head >= this.#queue.length || !this.#queue[this.#head]!.sub) return first.parts;
-    const parts = [...first.parts];
-    let bytes = first.bytes;
-    for (let q = this.#queue[this.#head]; q?.sub && bytes + q.bytes <= DIRECT_MAX_BYTES && parts.length + q.parts.length <= DIRECT_MAX_PARTS; q = this.#queue[this.#head]) {
-      this.#queue[this.#head++] = undefined as unknown as Queued;
-      this.#qEvents -= q.events;
-      this.#qBytes -= q.bytes;
-      parts.push(...q.parts);
-      bytes += q.bytes;
-    }
-    return parts;
-  }
-
-  #directDone(r: DirectResult): void {
-    if (this.#closed) return;
-    // What the socket did not take goes first, through the socket's own queue; a failed write
-    // means the socket is broken, and its close follows.
-    if (r.ok && r.rest.length > 0) this.#transport.send(r.rest);
-    if (this.#byeAfterDirect !== undefined) this.#bye(this.#byeAfterDirect);
-    else this.#pump();
   }
 
   #onData(bytes: Buffer): void {
@@ -519,12 +474,6 @@ export class Connection {
   }
 
   #bye(reason: string): void {
-    if (this.#direct?.busy) {
-      // Its frame must be whole before the bye.
-      this.#byeAfterDirect ??= reason;
-      return;
-    }
-    this.#byeAfterDirect = undefined;
     if (this.#closed) return;
     this.#transport.send([encodeFrame({ type: 'bye', reason } satisfies ServerMessage)]);
     this.#transport.end();
@@ -538,7 +487,6 @@ export class Connection {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#helloTimer);
-    this.#direct?.close();
     for (const s of [...this.#subs.values()]) this.unsubscribe(s);
     this.#queue = [];
     this.#qBytes = 0;

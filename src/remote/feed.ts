@@ -36,8 +36,8 @@ export interface FeedOptions {
   readonly checkpointQuietMs?: number;
   /**
    * Append one line per watch batch to this file (for benchmarks): `RECV_NS SENT_NS FIRST LAST`,
-   * monotonic ns when the batch reached the feed and when every subscriber's frame was handed over
-   * (to its socket, or queued for the threadpool job that writes it), and the paths of its first and last `create` record (`-` when none).
+   * monotonic ns when the batch reached the feed and when every subscriber's frame was handed to
+   * its socket, and the paths of its first and last `create` record (`-` when none).
    */
   readonly traceFile?: string;
 }

@@ -12,9 +12,7 @@ import { createHash } from 'node:crypto';
 import { dirname } from 'node:path';
 import { WebSocketServer } from 'ws';
 import { FanotifyError } from '../errors.js';
-import { native } from '../native.js';
 import { peerIdentity } from './access.js';
-import { DirectSocket } from './direct.js';
 import { Connection, type ConnectionHost } from './connection.js';
 import { RootFeed } from './feed.js';
 import { DEFAULT_MAX_FRAME } from './protocol.js';
@@ -45,11 +43,6 @@ export interface ServeOptions {
   readonly maxFrame?: number;
   /** Batching window of the watches, in ms. Default 2. */
   readonly debounceMs?: number;
-  /**
-   * Write unix clients' subscription frames from a threadpool thread (one job per batch for all
-   * idle sockets) rather than from the event loop. Default true.
-   */
-  readonly directWrites?: boolean;
   /** Append per-batch timings of every feed to this file (one line per batch, as `FeedOptions.traceFile` describes). */
   readonly traceFile?: string;
   /**
@@ -187,20 +180,13 @@ export async function serve(options: ServeOptions = {}): Promise<RemoteServer> {
     }
     unix = createNetServer((socket: Socket) => {
       let peer;
-      const fd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
       try {
-        peer = peerIdentity(fd);
+        peer = peerIdentity((socket as unknown as { _handle: { fd: number } })._handle.fd);
       } catch {
         socket.destroy();
         return;
       }
-      let direct: DirectSocket | undefined;
-      try {
-        if (options.directWrites !== false) direct = new DirectSocket(native.dupFd(fd));
-      } catch {
-        // Out of fds: this client's frames go through the event loop only.
-      }
-      connections.add(new Connection(host, socketTransport(socket), { kind: 'peer', peer }, direct));
+      connections.add(new Connection(host, socketTransport(socket), { kind: 'peer', peer }));
     });
     await new Promise<void>((resolve, reject) => {
       unix!.once('error', reject);
