@@ -387,7 +387,7 @@ describe('remote server on ext4', { timeout: 300_000 }, () => {
     fs.mkdirSync(root);
     const raw = await RawClient.hello(sock);
     assert.equal((await raw.request({ type: 'subscribe', sub: 's', root })).type, 'ack');
-    // Paused first, so the socket fills: the direct writes are cut short and the rest queues.
+    // Paused first, so the socket fills: writes are cut short and the next frames queue.
     raw.socket.pause();
     const N = 4000;
     for (let i = 0; i < N; i += 200) {
