@@ -7,7 +7,7 @@
  *
  * Sends `{t:'ready'}` once subscribed; latencies are kept from `{t:'measure'}` on (the warm-up
  * before it is only counted); on `{t:'stop'}` answers `{t:'done', lat, seen, bytes}` (latencies in
- * ms, sorted; creates seen in all; bytes read by the sinks) and exits. A latency is the receipt time minus the
+ * ms, sorted; the probes' (stamp, latency) pairs; creates seen in all; bytes read by the sinks) and exits. A latency is the receipt time minus the
  * CLOCK_MONOTONIC time in the created file's name (t<ns>, stamped by the generator right before
  * its open(2)).
  * @module
@@ -20,11 +20,13 @@ import { rawSubscribe } from './remote-util.js';
 import { monoNs } from './watch-util.js';
 
 /** A message from a client process. */
-export type FanoutChildMsg = { t: 'ready' } | { t: 'done'; lat: number[]; seen: number; bytes: number } | { t: 'fail'; message: string };
+export type FanoutChildMsg = { t: 'ready' } | { t: 'done'; lat: number[]; samples: [stampNs: number, ms: number][]; seen: number; bytes: number } | { t: 'fail'; message: string };
 
 const [mode, sock, root, n] = process.argv.slice(2) as [string, string, string, string];
 const count = Number(n);
 const lat: number[] = [];
+/** Each measured create: its generator stamp (monotonic ns) and its latency, to take apart against the server's trace. */
+const samples: [number, number][] = [];
 let measuring = false;
 let seen = 0;
 let bytes = 0;
@@ -34,7 +36,10 @@ function record(path: string, now: bigint): void {
   const m = /\/?t(\d+)$/.exec(path);
   if (!m) return;
   seen++;
-  if (measuring) lat.push(Number(now - BigInt(m[1]!)) / 1e6);
+  if (!measuring) return;
+  const ms = Number(now - BigInt(m[1]!)) / 1e6;
+  lat.push(ms);
+  samples.push([Number(m[1]!), ms]);
 }
 
 function send(msg: FanoutChildMsg, then?: () => void): void {
@@ -89,7 +94,7 @@ try {
     if (m.t === 'measure') measuring = true;
     if (m.t !== 'stop') return;
     void stop().then(() => {
-      send({ t: 'done', lat: lat.sort((a, b) => a - b), seen, bytes }, () => process.disconnect());
+      send({ t: 'done', lat: lat.sort((a, b) => a - b), samples: mode === 'probe' ? samples : [], seen, bytes }, () => process.disconnect());
     });
   });
   send({ t: 'ready' });

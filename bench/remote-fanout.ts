@@ -3,7 +3,7 @@
  *
  *   npm run build && node dist/bench/remote-fanout.js [--clients 100] [--rate 20000]
  *        [--seconds 5] [--warmup 2] [--probes 5] [--sink-procs 4] [--debounce 2] [--profile DIR]
- *        [--server-flags "--trace-gc …"]
+ *        [--server-flags "--trace-gc …"] [--serve-args "--max-queue-events 2000"]
  *
  * A fresh loop-mounted ext4. `fan serve` runs as a child process (its CPU and memory are read
  * from /proc; `--profile DIR` writes its --cpu-prof there and prints the top functions). A C
@@ -29,7 +29,7 @@
  * @module
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,8 +41,8 @@ import type { FanoutChildMsg } from './remote-fanout-child.js';
 import { rawSubscribe } from './remote-util.js';
 import { compileGen, cpuDelta, cpuSeconds, fmt, machineNote, memMiB, parseFlags, profileSummary, quantile, table, verdict } from './watch-util.js';
 
-const USAGE = 'node dist/bench/remote-fanout.js [--clients N] [--rate CHANGES_PER_S] [--seconds S] [--probes N] [--sink-procs N] [--warmup S] [--debounce MS] [--profile DIR] [--server-flags "NODE FLAGS"]';
-const o = parseFlags(process.argv.slice(2), { clients: 100, rate: 20000, seconds: 5, probes: 5, sinkProcs: 4, warmup: 2, debounce: 2, profile: '', serverFlags: '' }, USAGE);
+const USAGE = 'node dist/bench/remote-fanout.js [--clients N] [--rate CHANGES_PER_S] [--seconds S] [--probes N] [--sink-procs N] [--warmup S] [--debounce MS] [--profile DIR] [--server-flags "NODE FLAGS"] [--serve-args "FAN SERVE FLAGS"]';
+const o = parseFlags(process.argv.slice(2), { clients: 100, rate: 20000, seconds: 5, probes: 5, sinkProcs: 4, warmup: 2, debounce: 2, profile: '', serverFlags: '', serveArgs: '' }, USAGE);
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const CHILD = fileURLToPath(new URL('./remote-fanout-child.js', import.meta.url));
 const DIRS = 10;
@@ -60,6 +60,50 @@ interface Phase {
   /** CPU seconds of the probe process, the anchor process and all sink processes. */
   clientCpuS: [number, number, number];
   stalledInvalidate?: boolean;
+  /** Where the probes' latency went (from the server's --trace-batches). */
+  breakdown: Breakdown;
+}
+
+/** Latency segments of the probes' creates, each sorted (ms). */
+interface Breakdown {
+  /** Generator stamp → the batch reaching the server's feed (kernel, watch layer, batching window). */
+  toFeed: number[];
+  /** Feed → every subscriber's frame handed to its socket (records, encoding, the write loop). */
+  toSocket: number[];
+  /** All frames handed over → parsed by the probe (wake-up, read, decode in the probe process; negative when the probe's socket came before the last). */
+  toProbe: number[];
+  /** The three segments (summed per segment) over the creates whose end-to-end latency is in the worst 1%. */
+  worst: [number, number, number];
+  /** Probe samples matched to a traced batch. */
+  matched: number;
+}
+
+/** Take the probes' latencies apart with the server's per-batch trace (lines `RECV SENT FIRST LAST`). */
+function breakdown(trace: string, samples: readonly [number, number][]): Breakdown {
+  const stamp = (path: string): number => Number(/t(\d+)$/.exec(path)?.[1] ?? NaN);
+  const batches = trace
+    .split('\n')
+    .map((l) => l.split(' '))
+    .filter((f) => f.length === 4 && f[2] !== '-')
+    .map(([recv, sent, first, last]) => ({ recv: Number(recv), sent: Number(sent), first: stamp(first!), last: stamp(last!) }))
+    .sort((a, b) => a.first - b.first);
+  const rows: [number, number, number, number][] = [];
+  for (const [ns, ms] of samples) {
+    let lo = 0;
+    let hi = batches.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (batches[mid]!.first <= ns) lo = mid;
+      else hi = mid - 1;
+    }
+    const b = batches[lo];
+    if (!b || b.first > ns || b.last < ns) continue;
+    rows.push([ms, (b.recv - ns) / 1e6, (b.sent - b.recv) / 1e6, (ns + ms * 1e6 - b.sent) / 1e6]);
+  }
+  const col = (i: number): number[] => rows.map((r) => r[i]!).sort((a, b) => a - b);
+  const worst = [...rows].sort((a, b) => b[0] - a[0]).slice(0, Math.max(1, Math.ceil(rows.length / 100)));
+  const mean = (i: number): number => worst.reduce((n, r) => n + r[i]!, 0) / worst.length;
+  return { toFeed: col(1), toSocket: col(2), toProbe: col(3), worst: [mean(1), mean(2), mean(3)], matched: rows.length };
 }
 
 /** A forked client process (sink, probe or anchor). */
@@ -98,7 +142,8 @@ class ClientProc {
   }
 }
 
-async function runPhase(label: string, gen: string, sock: string, server: ChildProcess, root: string, stall: boolean): Promise<Phase> {
+async function runPhase(label: string, gen: string, sock: string, server: ChildProcess, root: string, stall: boolean, traceFile: string): Promise<Phase> {
+  rmSync(traceFile, { force: true });
   const procs: ClientProc[] = [];
   const probe = new ClientProc('probe', sock, root, o.probes);
   const anchor = new ClientProc('anchor', '-', root, o.debounce);
@@ -147,7 +192,10 @@ async function runPhase(label: string, gen: string, sock: string, server: ChildP
   }
   const [p, a, ...s] = await Promise.all(procs.map((c) => c.stop()));
   await sleep(300);
+  // The server appends its trace 64 lines at a time: the last ≤ 63 batches of a phase may be missing (counted as unmatched).
+  const trace = existsSync(traceFile) ? readFileSync(traceFile, 'utf8') : '';
   return {
+    breakdown: breakdown(trace, p!.samples),
     label,
     remote: p!.lat,
     direct: a!.lat,
@@ -167,8 +215,9 @@ async function main(): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'fan-bench-remote-'));
   const gen = compileGen(work, 'remote-gen');
   const sock = join(work, 'fan.sock');
+  const traceFile = join(work, 'batches.trace');
   const prof = [...(o.profile ? ['--cpu-prof', '--cpu-prof-dir', o.profile] : []), ...o.serverFlags.split(' ').filter(Boolean)];
-  const server = spawn(process.execPath, [...prof, CLI, 'serve', '--socket', sock, '--debounce', String(o.debounce), '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const server = spawn(process.execPath, [...prof, CLI, 'serve', '--socket', sock, '--debounce', String(o.debounce), '--trace-batches', traceFile, '--json', ...o.serveArgs.split(' ').filter(Boolean)], { stdio: ['ignore', 'pipe', 'inherit'] });
   server.stdout!.setEncoding('utf8');
   try {
     await new Promise<void>((resolve, reject) => {
@@ -187,7 +236,7 @@ async function main(): Promise<void> {
     const root = join(fs.dir, 'gen');
     mkdirSync(root);
     for (let i = 0; i < DIRS; i++) mkdirSync(join(root, `d${i}`));
-    const phases = [await runPhase('all clients read', gen, sock, server, root, false), await runPhase('plus one stalled client', gen, sock, server, root, true)];
+    const phases = [await runPhase('all clients read', gen, sock, server, root, false, traceFile), await runPhase('plus one stalled client', gen, sock, server, root, true, traceFile)];
     const rows = [['phase', 'creates (with warm-up)', `remote p50 ms (${o.probes} probes)`, 'remote p99 ms', 'direct watch() p50 ms', 'direct p99 ms', 'p99 remote/direct', 'server CPU % of a core', 'server peak RSS MiB', 'MiB read by sinks', 'CPU % of a core: probes / anchor / sinks']];
     for (const p of phases) {
       const rp99 = quantile(p.remote, 0.99);
@@ -206,8 +255,14 @@ async function main(): Promise<void> {
         p.clientCpuS.map((c) => fmt((c / o.seconds) * 100, 0)).join(' / '),
       ]);
     }
+    const parts = [['phase', 'creates matched to a batch', 'stamp → server feed p50 / p99 ms', 'feed → all frames handed over p50 / p99 ms', 'handed over → probe parsed p50 / p99 ms', 'worst 1% e2e: mean of the three ms']];
+    for (const p of phases) {
+      const d = p.breakdown;
+      const pq = (xs: number[]): string => `${fmt(quantile(xs, 0.5))} / ${fmt(quantile(xs, 0.99))}`;
+      parts.push([p.label, `${d.matched} of ${p.remote.length}`, pq(d.toFeed), pq(d.toSocket), pq(d.toProbe), d.worst.map((x) => fmt(x)).join(' + ')]);
+    }
     const [a, b] = phases as [Phase, Phase];
-    process.stdout.write(`${note}\n${o.clients} clients (${o.probes} probes in one process, the rest in ${o.sinkProcs} sink processes), ${o.rate} changes/s for ${o.seconds} s after ${o.warmup} s of warm-up, ${o.debounce} ms batching window\n\n${table(rows)}\n\n`);
+    process.stdout.write(`${note}\n${o.clients} clients (${o.probes} probes in one process, the rest in ${o.sinkProcs} sink processes), ${o.rate} changes/s for ${o.seconds} s after ${o.warmup} s of warm-up, ${o.debounce} ms batching window\n\n${table(rows)}\n\nwhere the probes' latency goes (server --trace-batches):\n\n${table(parts)}\n\n`);
     process.stdout.write(`target p99 ≤ 20 ms: ${verdict(quantile(a.remote, 0.99) <= 20)} (${fmt(quantile(a.remote, 0.99))} ms)\n`);
     process.stdout.write(`stalled client: others' p99 ${fmt(quantile(a.remote, 0.99))} → ${fmt(quantile(b.remote, 0.99))} ms; server peak RSS ${fmt(a.serverRssMiB, 0)} → ${fmt(b.serverRssMiB, 0)} MiB; invalidate on resume: ${b.stalledInvalidate ? 'yes' : 'NO'}\n`);
     const missing = a.seen < a.made * o.probes * 0.99 || b.seen < b.made * o.probes * 0.99;

@@ -9,7 +9,7 @@ import { mulberry32 } from './helpers/random.js';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { IdTable, type SavedIds } from '../src/remote/ids.js';
+import { IdTable, MAX_DEAD, type SavedIds } from '../src/remote/ids.js';
 
 test('a frame is a 4-byte big-endian length and UTF-8 JSON', () => {
   const f = encodeFrame({ type: 'ping', req: 7, s: 'é' });
@@ -192,5 +192,30 @@ test('fuzz: a saved id table, however damaged, never throws and never names anyt
     assert.ok(loaded > 100, `some damaged tables still load their valid part (${loaded})`);
   } finally {
     rmSync(base, { recursive: true, force: true });
+  }
+});
+
+test('deleted ids answer stale-object for the newest MAX_DEAD deletes, then unknown-object, oldest first', () => {
+  const root = mkdtempSync(join(tmpdir(), 'fan-ids-dead-'));
+  try {
+    const table = new IdTable(root);
+    const extra = 5;
+    const refs = [];
+    // The files stay (their delete events are told to the table only): a freed inode number
+    // reused by the next file would give its id a new generation instead of a new id.
+    for (let i = 0; i < MAX_DEAD + extra; i++) {
+      writeFileSync(`${root}/f${i}`, '');
+      const { node } = table.at(`f${i}`, false);
+      if (i < extra + 2) refs.push(table.ref(node));
+      table.deleted(`f${i}`, false);
+    }
+    assert.equal(table.size, MAX_DEAD + 1, 'the root and the newest MAX_DEAD dead ids are kept');
+    const codes = refs.map((r) => {
+      const res = table.resolve(r);
+      return res.ok ? 'ok' : res.code;
+    });
+    assert.deepEqual(codes, [...Array<string>(extra).fill('unknown-object'), 'stale-object', 'stale-object']);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
   }
 });

@@ -21,6 +21,7 @@ interface ServeFlags extends NatsFlags {
   maxQueueEvents?: number;
   maxQueueBytes?: number;
   debounce?: number;
+  traceBatches?: string;
   publish?: string;
   publishRoot: string[];
   stream?: string;
@@ -53,6 +54,7 @@ export function serveCommand(): Command {
     .option('--max-queue-events <n>', 'per-client queue limit in events (default 10000)', positiveInt('--max-queue-events'))
     .option('--max-queue-bytes <n>', 'per-client queue limit in bytes (default 8388608)', positiveInt('--max-queue-bytes'))
     .option('-d, --debounce <ms>', 'batching window in milliseconds (default 2)', positiveInt('--debounce'))
+    .option('--trace-batches <file>', 'append one line per batch to FILE: monotonic ns received and sent, first and last created path (for benchmarks)')
     .option('--publish <url>', 'publish the --publish-root trees to NATS JetStream at nats://HOST:PORT')
     .addOption(new Option('--publish-root <dir>', 'a root to publish to NATS (repeatable)').argParser(repeatable).default([]))
     .option('--stream <name>', 'JetStream stream name (default FAN, subjects fan.>)')
@@ -94,6 +96,7 @@ async function runServe(flags: ServeFlags): Promise<void> {
     maxQueueEvents: flags.maxQueueEvents,
     maxQueueBytes: flags.maxQueueBytes,
     debounceMs: flags.debounce,
+    traceFile: flags.traceBatches,
   });
   let bridge: Awaited<ReturnType<typeof publishToNats>> | undefined;
   try {

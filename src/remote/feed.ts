@@ -3,7 +3,7 @@
  * watch batches into protocol records once, for every subscriber of the root.
  * @packageDocumentation
  */
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, join, relative } from 'node:path';
 import { watch, type Subscription, type WatchEvent } from '../watch/index.js';
 import { openJournal, rootTag, COOKIE_PREFIX, type Journal, type JournalChange, type SinceResult } from '../journal/index.js';
@@ -34,6 +34,12 @@ export interface FeedOptions {
   readonly journalStateDir?: string;
   /** A cursor checkpoint is taken after this much quiet following real changes (ms). */
   readonly checkpointQuietMs?: number;
+  /**
+   * Append one line per watch batch to this file (for benchmarks): `RECV_NS SENT_NS FIRST LAST`,
+   * monotonic ns when the batch reached the feed and when every subscriber's frame was handed to
+   * its socket, and the paths of its first and last `create` record (`-` when none).
+   */
+  readonly traceFile?: string;
 }
 
 /** How long a sync waits to see its cookie in the feed before placing the cursor at "now". */
@@ -78,9 +84,13 @@ export class RootFeed {
   #cursor: string | undefined;
   /** Where the id table is saved between runs (with a journal). */
   readonly #idFile: string | undefined;
+  readonly #traceFile: string | undefined;
+  /** Trace lines not yet appended (written in blocks, so tracing costs few syscalls). */
+  #traceLines: string[] = [];
 
-  private constructor(readonly root: string, w: Subscription, journal: Journal | undefined, quietMs: number, idFile: string | undefined) {
+  private constructor(readonly root: string, w: Subscription, journal: Journal | undefined, quietMs: number, idFile: string | undefined, traceFile: string | undefined) {
     this.#idFile = idFile;
+    this.#traceFile = traceFile;
     let saved: unknown;
     try {
       if (idFile) saved = JSON.parse(readFileSync(idFile, 'utf8'));
@@ -107,7 +117,7 @@ export class RootFeed {
       throw err;
     }
     const idFile = options.journalStateDir === undefined ? undefined : join(options.journalStateDir, `ids-${rootTag(root)}.json`);
-    const feed = new RootFeed(root, w, journal, options.checkpointQuietMs ?? 100, idFile);
+    const feed = new RootFeed(root, w, journal, options.checkpointQuietMs ?? 100, idFile, options.traceFile);
     if (journal) feed.#cursor = journal.cursor();
     return feed;
   }
@@ -158,6 +168,7 @@ export class RootFeed {
     await this.#watch.close();
     await this.#syncChain.catch(() => undefined);
     await this.#journal?.close();
+    this.#flushTrace();
     if (this.#idFile) {
       try {
         writeFileSync(`${this.#idFile}.tmp`, JSON.stringify(this.table.save()), { mode: 0o600 });
@@ -169,12 +180,21 @@ export class RootFeed {
   }
 
   #onBatch(batch: WatchEvent[]): void {
+    const recvNs = this.#traceFile === undefined ? 0n : process.hrtime.bigint();
+    let firstCreate: string | undefined;
+    let lastCreate: string | undefined;
     const changes: Change[] = [];
     let marker = false;
     const flush = (): void => {
       if (changes.length === 0) return;
       const records = this.#records(changes.splice(0));
       if (records.length > 0) this.#deliver(records);
+      if (this.#traceFile === undefined) return;
+      for (const r of records) {
+        if (r.kind !== 'create') continue;
+        firstCreate ??= r.path;
+        lastCreate = r.path;
+      }
     };
     for (const ev of batch) {
       if (ev.type === 'rescan') {
@@ -195,11 +215,25 @@ export class RootFeed {
       }
     }
     flush();
+    if (this.#traceFile !== undefined) {
+      this.#traceLines.push(`${recvNs} ${process.hrtime.bigint()} ${firstCreate ?? '-'} ${lastCreate ?? '-'}\n`);
+      if (this.#traceLines.length >= 64) this.#flushTrace();
+    }
     if (marker && this.#expectMarker) {
       const resolve = this.#expectMarker;
       this.#expectMarker = undefined;
       resolve(this.#batchNo);
     }
+  }
+
+  #flushTrace(): void {
+    if (this.#traceFile === undefined || this.#traceLines.length === 0) return;
+    try {
+      appendFileSync(this.#traceFile, this.#traceLines.join(''));
+    } catch {
+      // A debugging aid only: a trace that cannot be written never stops the feed.
+    }
+    this.#traceLines = [];
   }
 
   #deliver(records: EventRecord[]): void {

@@ -43,6 +43,8 @@ export interface ServeOptions {
   readonly maxFrame?: number;
   /** Batching window of the watches, in ms. Default 2. */
   readonly debounceMs?: number;
+  /** Append per-batch timings of every feed to this file (one line per batch, as `FeedOptions.traceFile` describes). */
+  readonly traceFile?: string;
   /**
    * With a journal: how long a root stays watched and recorded after its last client left, so a
    * client that reconnects resumes from a recorder that never stopped (renames stay renames).
@@ -133,7 +135,7 @@ export async function serve(options: ServeOptions = {}): Promise<RemoteServer> {
     acquire(root) {
       let entry = feeds.get(root);
       if (!entry) {
-        const feed = RootFeed.open(root, { debounceMs: options.debounceMs ?? 2, journalStateDir: options.journalStateDir });
+        const feed = RootFeed.open(root, { debounceMs: options.debounceMs ?? 2, journalStateDir: options.journalStateDir, traceFile: options.traceFile });
         const made: FeedEntry = { feed, refs: 0 };
         feed.then(
           (f) => (made.open = f),
