@@ -179,6 +179,12 @@ export function isPermissionEvent(ev: GroupEvent): ev is PermissionEvent {
 export interface ListenOptions {
   /** Handler failures and read errors. Default: a process warning. */
   readonly onError?: (err: unknown) => void;
+  /**
+   * The group stopped reading (its read or poll failed): no event will arrive any more, and
+   * permission events the kernel queues from now on wait until the group is closed. A daemon
+   * should close the group or exit (the kernel then answers what is pending). Default: onError.
+   */
+  readonly onReadFailure?: (err: unknown) => void;
   /** Called after each read() batch has been handed to the handler (e.g. to flush output). */
   readonly onBatchEnd?: () => void;
 }
@@ -322,6 +328,7 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
   // Listener state.
   #inFlight = 0;
   #onError: (err: unknown) => void = (err) => process.emitWarning(err instanceof Error ? err : String(err));
+  #onReadFailure: ((err: unknown) => void) | undefined;
   /** Paused because too much is held (backpressure). */
   #paused = false;
   /** Paused between reads to let a batch accumulate (batchDelayMs). */
@@ -451,6 +458,7 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
   listen(handler: EventHandler, options: ListenOptions = {}): void {
     this.#claim('listener');
     if (options.onError) this.#onError = options.onError;
+    this.#onReadFailure = options.onReadFailure;
     this.#start((ev) => this.#dispatch(handler, ev), options.onBatchEnd);
   }
 
@@ -728,7 +736,7 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
       this.#waiter = undefined;
       w.reject(err);
     } else if (this.#consumer === 'listener') {
-      this.#onError(err);
+      (this.#onReadFailure ?? this.#onError)(err);
     }
   }
 

@@ -159,6 +159,41 @@ describe('errors name the problem and the fix', { timeout: 30_000 }, () => {
       void group.close();
     }
   });
+
+  test('a reader that can no longer read says so through onReadFailure, not as a handler error', async () => {
+    const dir = fs.mkdtempSync('/tmp/fan-readfail-');
+    fs.writeFileSync(`${dir}/f`, 'x');
+    // A buffer smaller than one event: the kernel refuses the read (EINVAL), the reader stops.
+    const group = FanotifyGroup.open({ ignorePids: [], readBufferSize: 16 });
+    try {
+      group.mark(`${dir}/f`, { events: ['open'] });
+      const failures: unknown[] = [];
+      const errors: unknown[] = [];
+      let events = 0;
+      const failed = new Promise<void>((resolve) => {
+        group.listen(() => void events++, {
+          onError: (e) => {
+            errors.push(e);
+            resolve();
+          },
+          onReadFailure: (e) => {
+            failures.push(e);
+            resolve();
+          },
+        });
+      });
+      fs.readFileSync(`${dir}/f`);
+      await failed;
+      assert.equal(failures.length, 1);
+      assert.equal((failures[0] as NodeJS.ErrnoException).code, 'EINVAL');
+      assert.equal((failures[0] as NodeJS.ErrnoException).syscall, 'read');
+      assert.deepEqual(errors, []);
+      assert.equal(events, 0);
+    } finally {
+      await group.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('the resolver never pins a mount', { timeout: 30_000 }, () => {

@@ -72,6 +72,14 @@ async function clamdPid(socket: string): Promise<number | undefined> {
   });
 }
 
+/** The guard stopped reading events (and released its group): say so, flush the log, exit 1. */
+function exitOnFailure(log: NonBlockingLines): (err: Error) => void {
+  return (err) => {
+    process.stderr.write(`fan: ${err.message}\n`);
+    void log.close(LOG_CLOSE_MS).finally(() => process.exit(1));
+  };
+}
+
 /** Serve until SIGINT/SIGTERM; SIGHUP runs `onHup` (default: flush cached decisions), SIGUSR1 prints metrics. */
 function run(guard: Guard, flags: CommonFlags, log: NonBlockingLines, onHup?: () => void): void {
   process.stderr.write(`fan: guarding (${guard.policy.rules.length} rules, deadline ${guard.policy.timeoutMs} ms, errors → ${guard.policy.onError})${flags.dryRun ? ' in dry-run mode: everything is allowed' : ''}\n`);
@@ -143,6 +151,7 @@ and ext4/xfs/btrfs (pre-content events).`,
           log: (r) => log.write(r),
           excludePids: scannerPid ? [scannerPid] : [],
           ownPaths: flags.log ? [flags.log] : [],
+          onFailure: exitOnFailure(log.writer),
         });
         run(guard, flags, log.writer, () => {
           loadPolicy(flags.policy).then(
@@ -212,6 +221,7 @@ export function scanCommand(): Command {
             log: (r) => log.write(r),
             excludePids: scannerPid ? [scannerPid] : [],
             ownPaths: [flags.log, flags.quarantine].filter((p): p is string => p !== undefined),
+            onFailure: exitOnFailure(log.writer),
             onInfected: flags.quarantine
               ? async (r) => {
                   try {

@@ -92,6 +92,12 @@ export interface GuardOptions {
    * with pre-content events our own writes would wait on ourselves: refused.
    */
   readonly ownPaths?: readonly string[];
+  /**
+   * The guard can no longer read events (the kernel refused a read): it has closed itself, so
+   * the kernel lets every access through unguarded, rather than leaving the ones it queues waiting
+   * forever. Restart it. Default: a process warning.
+   */
+  readonly onFailure?: (err: Error) => void;
 }
 
 const EVENT_KIND: Record<string, AccessKind> = {
@@ -168,7 +174,7 @@ export class Guard {
     }
     const workers = options.workers ? new WorkerPool(options.workers.module, options.workers.size) : undefined;
     const guard = new Guard(group, roots, policy, options, workers);
-    group.listen((ev) => guard.#handle(ev), { onError: () => guard.metrics.errors++ });
+    group.listen((ev) => guard.#handle(ev), { onError: () => guard.metrics.errors++, onReadFailure: (err) => guard.#readFailed(err) });
     return guard;
   }
 
@@ -411,6 +417,13 @@ export class Guard {
     } catch {
       return false; // Too many marks, or a filesystem that refuses: the next access asks again.
     }
+  }
+
+  #readFailed(err: unknown): void {
+    this.metrics.errors++;
+    const reason = err instanceof Error ? err.message : String(err);
+    const failure = new Error(`the guard stopped: reading fanotify events failed (${reason}); it released its marks, so accesses are no longer guarded: restart it`);
+    void this.close().finally(() => (this.#options.onFailure ?? ((e: Error) => process.emitWarning(e)))(failure));
   }
 
   /** Stop: answer every pending event with the error verdict, release the group and workers. */

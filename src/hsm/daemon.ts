@@ -50,6 +50,8 @@ export interface WorkerHooks {
   unmount(force: boolean): Promise<void>;
   /** A line for the log. */
   log(msg: string): void;
+  /** Log `msg` and end the worker now (the supervisor answers what it held and restarts it). */
+  fatal(msg: string): void;
 }
 
 /** A file with content missing: reads and execs wait for it; modify tells us it turned local. */
@@ -136,7 +138,12 @@ export class HsmDaemon {
     await createPlaceholders(cfg.backing, manifest);
     const d = new HsmDaemon(cfg, hooks, manifest, map, source);
     await d.#track(files);
-    d.#group.listen((ev) => d.#onEvent(ev), { onError: (err) => hooks.log(`event: ${(err as Error).message ?? String(err)}`) });
+    d.#group.listen((ev) => d.#onEvent(ev), {
+      onError: (err) => hooks.log(`event: ${(err as Error).message ?? String(err)}`),
+      // Reads it would never see again would wait forever: die, so the supervisor answers the
+      // in-flight ones with EIO and starts a worker that reads.
+      onReadFailure: (err) => hooks.fatal(`reading pre-content events failed (${(err as Error).message ?? String(err)}); restarting the worker`),
+    });
     d.#markAll();
     d.#server = serveControl(cfg.socket, (req, progress) => d.#control(req, progress));
     hooks.ready();

@@ -45,6 +45,10 @@ process.on('message', (m: Msg) => {
       {
         ready: () => send({ t: 'ready' }),
         log: (msg) => send({ t: 'log', msg }),
+        // Exit only once the line left: a worker that dies is restarted, its last words are kept.
+        fatal: (msg) => {
+          if (!process.send?.({ t: 'log', msg }, () => process.exit(70))) process.exit(70);
+        },
         unmount: (force) =>
           new Promise<void>((resolve, reject) => {
             const id = nextId++;
