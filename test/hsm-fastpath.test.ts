@@ -7,18 +7,17 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { mkdir, truncate } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { closeSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FanotifyGroup, isPermissionEvent, type PermissionEvent } from '../src/group.js';
 import { native, type AccessTable } from '../src/native.js';
 import { AccessState } from '../src/hsm/access.js';
-import { publish, mountTree, requestControl, type MountHandle } from '../src/hsm/index.js';
+import { publish, requestControl, type MountHandle } from '../src/hsm/index.js';
 import { socketPath } from '../src/hsm/registry.js';
 import { useLoopFs, requireRoot } from './helpers/loopfs.js';
 import { runInChild } from './helpers/proc.js';
-import { makeSourceTree, randomBuffer, readInChild } from './helpers/hsm.js';
+import { makeSourceTree, randomBuffer, readInChild, useHsmMounts } from './helpers/hsm.js';
 
 requireRoot();
 
@@ -224,31 +223,17 @@ describe('the native access table on a pre-content group', { timeout: 120_000 },
 });
 
 describe('an hsm mount answers reads of present chunks natively', { timeout: 300_000 }, () => {
-  const runDir = mkdtempSync(join(tmpdir(), 'fan-hsm-run-'));
-  const stateRoot = mkdtempSync(join(tmpdir(), 'fan-hsm-state-'));
-  process.env['FAN_HSM_RUN_DIR'] = runDir;
+  const { mount } = useHsmMounts(256);
   const FILES = { 'seq.bin': 24 * MiB + 5, 'a.bin': 3 * MiB, 'b.bin': 2 * MiB, 'c.bin': MiB };
   let src: ReturnType<typeof makeSourceTree>;
-  const handles: MountHandle[] = [];
   before(async () => {
     src = makeSourceTree(FILES, 11);
     await publish(src.root, { chunkSize: MiB });
   });
-  after(async () => {
-    for (const h of handles) await h.unmount(true).catch(() => undefined);
-    src.cleanup();
-    rmSync(runDir, { recursive: true, force: true });
-    rmSync(stateRoot, { recursive: true, force: true });
-  });
-  // Registered after the hook above, so mounts are gone before the filesystem is unmounted.
-  const loop = useLoopFs({ fstype: 'ext4', sizeMiB: 256 });
+  after(() => src.cleanup());
 
-  async function mountAt(name: string, extra: { maxCacheSize?: number; evictHoldMs?: number; syncBeforeAllow?: boolean } = {}): Promise<MountHandle> {
-    const target = join(loop.fs.dir, name);
-    await mkdir(target);
-    const h = await mountTree({ source: src.root, target, stateDir: join(stateRoot, name), timeoutMs: 10_000, log: () => undefined, ...extra });
-    handles.push(h);
-    return h;
+  function mountAt(name: string, extra: { maxCacheSize?: number; evictHoldMs?: number; syncBeforeAllow?: boolean } = {}): Promise<MountHandle> {
+    return mount(name, { source: src.root, timeoutMs: 10_000, log: () => undefined, ...extra });
   }
 
   async function status(target: string, rel?: string): Promise<{ state: string; fastReads: number }> {

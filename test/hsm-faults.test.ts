@@ -6,21 +6,17 @@ import { mkdir, truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { publish, mountTree, requestControl, type MountHandle, type MountOptions } from '../src/hsm/index.js';
+import { publish, requestControl, type MountHandle, type MountOptions } from '../src/hsm/index.js';
 import { socketPath } from '../src/hsm/registry.js';
-import { useLoopFs } from './helpers/loopfs.js';
 import { startFaultyHttp, type FaultyHttp, type Fault } from './helpers/faulty-http.js';
-import { makeSourceTree, readInChild } from './helpers/hsm.js';
+import { makeSourceTree, readInChild, useHsmMounts } from './helpers/hsm.js';
 import { deadline } from './helpers/proc.js';
 
 const MiB = 1024 * 1024;
-const runDir = mkdtempSync(join(tmpdir(), 'fan-hsm-run-'));
-process.env['FAN_HSM_RUN_DIR'] = runDir;
-const stateRoot = mkdtempSync(join(tmpdir(), 'fan-hsm-state-'));
+const { loop, stateRoot, mount } = useHsmMounts(128);
 const FILES = { 'f1.bin': 2 * MiB + 5, 'f2.bin': 3 * MiB, 'f3.bin': MiB, 'f4.bin': 2 * MiB, 'd/f5.bin': 4 * MiB, 'd/long.bin': 40 * MiB + 7 };
 let src: ReturnType<typeof makeSourceTree>;
 let server: FaultyHttp;
-const handles: MountHandle[] = [];
 const logs: string[] = [];
 
 before(async () => {
@@ -29,20 +25,12 @@ before(async () => {
   server = await startFaultyHttp(src.root);
 });
 after(async () => {
-  for (const h of handles) await h.unmount(true).catch(() => undefined);
   await server.close();
   src.cleanup();
-  rmSync(runDir, { recursive: true, force: true });
-  rmSync(stateRoot, { recursive: true, force: true });
 });
-const loop = useLoopFs({ fstype: 'ext4', sizeMiB: 128 });
 
-async function mountAt(name: string, timeoutMs: number, stateName = name, source = server.url, extra: Partial<MountOptions> = {}): Promise<MountHandle> {
-  const target = join(loop.fs.dir, name);
-  await mkdir(target, { recursive: true });
-  const h = await mountTree({ source, target, stateDir: join(stateRoot, stateName), timeoutMs, log: (m) => { logs.push(m); if (process.env['HSM_DEBUG']) process.stderr.write(`hsm: ${m}\n`); }, ...extra });
-  handles.push(h);
-  return h;
+function mountAt(name: string, timeoutMs: number, stateName = name, source = server.url, extra: Partial<MountOptions> = {}): Promise<MountHandle> {
+  return mount(name, { source, stateName, timeoutMs, log: (m) => { logs.push(m); if (process.env['HSM_DEBUG']) process.stderr.write(`hsm: ${m}\n`); }, ...extra });
 }
 
 async function workerPid(target: string): Promise<number> {

@@ -9,43 +9,28 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { publish, mountTree, requestControl, mountOf, type MountHandle, type Manifest } from '../src/hsm/index.js';
 import { socketPath } from '../src/hsm/registry.js';
-import { useLoopFs, createLoopFs } from './helpers/loopfs.js';
+import { createLoopFs } from './helpers/loopfs.js';
 import { startNginx, type Nginx } from './helpers/nginx.js';
-import { makeSourceTree, readInChild } from './helpers/hsm.js';
+import { makeSourceTree, readInChild, useHsmMounts } from './helpers/hsm.js';
 import { runFan, fanOk, CLI } from './helpers/journal.js';
 import { mulberry32 } from './helpers/random.js';
 
 const execFileP = promisify(execFile);
 const MiB = 1024 * 1024;
-const runDir = mkdtempSync(join(tmpdir(), 'fan-hsm-run-'));
-process.env['FAN_HSM_RUN_DIR'] = runDir;
-const stateRoot = mkdtempSync(join(tmpdir(), 'fan-hsm-state-'));
+const { loop, stateRoot, handles, mount } = useHsmMounts(256);
 
 const FILES = { 'a/big.bin': 5 * MiB + 123, 'a/b/one.bin': MiB, 'small.txt': 100, 'empty': 0, 'page.bin': 4095, 'c/d/e/deep.bin': 2 * MiB + 1 };
 let src: ReturnType<typeof makeSourceTree>;
 let manifest: Manifest;
-const handles: MountHandle[] = [];
 
 before(async () => {
   src = makeSourceTree(FILES);
   manifest = await publish(src.root, { chunkSize: MiB });
 });
-after(async () => {
-  for (const h of handles) await h.unmount(true).catch(() => undefined);
-  src.cleanup();
-  rmSync(runDir, { recursive: true, force: true });
-  rmSync(stateRoot, { recursive: true, force: true });
-});
+after(() => src.cleanup());
 
-// Registered after the hook above, so mounts are gone before the filesystem is unmounted.
-const loop = useLoopFs({ fstype: 'ext4', sizeMiB: 256 });
-
-async function mountAt(source: string, name: string, extra: { maxCacheSize?: number; evictHoldMs?: number } = {}): Promise<MountHandle> {
-  const target = join(loop.fs.dir, name);
-  await mkdir(target);
-  const h = await mountTree({ source, target, stateDir: join(stateRoot, name), timeoutMs: 5000, log: (m) => { if (process.env['HSM_DEBUG']) process.stderr.write(`hsm: ${m}\n`); }, ...extra });
-  handles.push(h);
-  return h;
+function mountAt(source: string, name: string, extra: { maxCacheSize?: number; evictHoldMs?: number } = {}): Promise<MountHandle> {
+  return mount(name, { source, timeoutMs: 5000, log: (m) => { if (process.env['HSM_DEBUG']) process.stderr.write(`hsm: ${m}\n`); }, ...extra });
 }
 
 async function status(target: string, path = target): Promise<{ files: { path: string; state: string; percent: number; pinned: boolean }[]; workerPid: number }> {

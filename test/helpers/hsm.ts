@@ -5,10 +5,14 @@
  *
  * @module
  */
+import { after } from 'node:test';
 import { execFile } from 'node:child_process';
 import { copyFileSync, chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { mountTree, type MountHandle, type MountOptions } from '../../src/hsm/index.js';
+import { useLoopFs, type LoopFs } from './loopfs.js';
 import { mulberry32 } from './random.js';
 
 /** Deterministic pseudo-random bytes. */
@@ -82,4 +86,48 @@ export function readInChild(path: string, offset = 0, length = -1, mode: 'read' 
       else resolve({ ok: false, errno: rest ?? '?', data: Buffer.alloc(0), ms: Number(ms) });
     });
   });
+}
+
+/** Options of one mount made by {@link useHsmMounts}: all of {@link MountOptions} but where it lives. */
+export type TestMountOptions = Omit<MountOptions, 'target' | 'stateDir'> & {
+  /** Name of its state directory under the state root; default the mount's name. */
+  readonly stateName?: string;
+};
+
+/**
+ * Mounts for the tests of one file or suite (call at its top level): a fresh run directory
+ * (FAN_HSM_RUN_DIR) and state root, and a loop ext4 of `sizeMiB` on which `mount(name)` makes
+ * `<fs>/<name>` a mount. After the tests every mount is unmounted (forced) before the filesystem
+ * goes, then both directories are removed.
+ */
+export function useHsmMounts(sizeMiB: number): {
+  readonly loop: { readonly fs: LoopFs };
+  readonly stateRoot: string;
+  /** Every mount made so far, in order. */
+  readonly handles: readonly MountHandle[];
+  mount(name: string, options: TestMountOptions): Promise<MountHandle>;
+} {
+  const runDir = mkdtempSync(join(tmpdir(), 'fan-hsm-run-'));
+  process.env['FAN_HSM_RUN_DIR'] = runDir;
+  const stateRoot = mkdtempSync(join(tmpdir(), 'fan-hsm-state-'));
+  const handles: MountHandle[] = [];
+  after(async () => {
+    for (const h of handles) await h.unmount(true).catch(() => undefined);
+    rmSync(runDir, { recursive: true, force: true });
+    rmSync(stateRoot, { recursive: true, force: true });
+  });
+  // Registered after the hook above, so mounts are gone before the filesystem is unmounted.
+  const loop = useLoopFs({ fstype: 'ext4', sizeMiB });
+  return {
+    loop,
+    stateRoot,
+    handles,
+    async mount(name, { stateName = name, ...options }) {
+      const target = join(loop.fs.dir, name);
+      await mkdir(target, { recursive: true });
+      const h = await mountTree({ ...options, target, stateDir: join(stateRoot, stateName) });
+      handles.push(h);
+      return h;
+    },
+  };
 }
