@@ -1025,16 +1025,25 @@ static void reader_method_finalize(napi_env env, void *data, void *hint) {
   reader_release(data);
 }
 
-static bool reader_add_method(napi_env env, reader_t *r, napi_value obj, const char *name,
-                              napi_callback fn) {
+/*
+ * obj[name] = fn bound to `data`. Each such function holds the struct: `*refs` counts it, and
+ * `release` gives it back when the function is collected.
+ */
+static bool add_bound_method(napi_env env, napi_value obj, const char *name, napi_callback fn,
+                             void *data, int *refs, napi_finalize release) {
   napi_value f;
-  if (napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, r, &f) != napi_ok) return false;
-  r->refs++;
-  if (napi_add_finalizer(env, f, r, reader_method_finalize, NULL, NULL) != napi_ok) {
-    r->refs--;
+  if (napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, data, &f) != napi_ok) return false;
+  (*refs)++;
+  if (napi_add_finalizer(env, f, data, release, NULL, NULL) != napi_ok) {
+    (*refs)--;
     return false;
   }
   return napi_set_named_property(env, obj, name, f) == napi_ok;
+}
+
+static bool reader_add_method(napi_env env, reader_t *r, napi_value obj, const char *name,
+                              napi_callback fn) {
+  return add_bound_method(env, obj, name, fn, r, &r->refs, reader_method_finalize);
 }
 
 static void reader_free_unstarted(uv_handle_t *handle) {
@@ -1332,14 +1341,7 @@ static void treader_method_finalize(napi_env env, void *data, void *hint) {
 
 static bool treader_add_method(napi_env env, treader_t *r, napi_value obj, const char *name,
                                napi_callback fn) {
-  napi_value f;
-  if (napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, r, &f) != napi_ok) return false;
-  r->refs++;
-  if (napi_add_finalizer(env, f, r, treader_method_finalize, NULL, NULL) != napi_ok) {
-    r->refs--;
-    return false;
-  }
-  return napi_set_named_property(env, obj, name, f) == napi_ok;
+  return add_bound_method(env, obj, name, fn, r, &r->refs, treader_method_finalize);
 }
 
 static void treader_free_unstarted(uv_handle_t *handle) {
