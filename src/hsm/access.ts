@@ -72,7 +72,7 @@ export class AccessState {
   set fromStartEnd(v: number) {
     this.#f[FROM_START_END] = v;
   }
-  /** While set, every event of the file goes to JS (an eviction is under way). */
+  /** An eviction is under way: every event of the file goes to JS, and its opens get EBUSY. */
   get blocked(): boolean {
     return this.#f[BLOCKED] !== 0;
   }

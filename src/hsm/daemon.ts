@@ -164,7 +164,7 @@ export class HsmDaemon {
         // Loaded from the range map: durable and recorded, so allowed at once in either mode.
         access.copyBits(rec.bitmap);
         access.lastAccess = rec.lastAccess;
-        const t: Tracked = { entry, rec, dev: st.dev, ino: st.ino, access, inflight: new Map(), writer: undefined, evicting: false, unsynced: new Map() };
+        const t: Tracked = { entry, rec, dev: st.dev, ino: st.ino, access, inflight: new Map(), writer: undefined, unsynced: new Map() };
         this.#byPath.set(entry.path, t);
         this.#byIno.set(st.ino, t);
         this.#cacheBytes += Math.min(rec.size, rec.have * cs);
@@ -253,7 +253,7 @@ export class HsmDaemon {
       ev.allow();
       return;
     }
-    if (t.evicting) {
+    if (t.access.blocked) {
       ev.deny('EBUSY');
       return;
     }
@@ -380,12 +380,11 @@ export class HsmDaemon {
     const refuse = (reason: string): EvictResult => ({ path: t.entry.path, evicted: false, reason });
     if (t.rec.local) return refuse('local: modified here, never evicted');
     if (t.rec.pinned) return refuse('pinned (fan hsm unpin first)');
-    if (t.evicting) return refuse('already being evicted');
+    if (t.access.blocked) return refuse('already being evicted');
     if (t.rec.have === 0) return { path: t.entry.path, evicted: false, reason: 'nothing to evict (placeholder)' };
     if (t.inflight.size > 0) return refuse('being fetched');
     await this.#hydrator.flush();
     if (await this.#checkLocal(t)) return refuse('local: changed since it was fetched, never evicted');
-    t.evicting = true;
     t.access.blocked = true;
     try {
       await this.#hydrator.closeWriter(t);
@@ -422,7 +421,6 @@ export class HsmDaemon {
         await fh.close();
       }
     } finally {
-      t.evicting = false;
       t.access.blocked = false;
       this.#group.unmark(path, { events: ['openPerm'] });
       this.#applyMark(t);

@@ -31,8 +31,6 @@ export interface Tracked {
   readonly inflight: Map<number, Promise<void>>;
   /** The fd our writes go through, if one is open. */
   writer: Writer | undefined;
-  /** Eviction in progress: opens are refused with EBUSY. */
-  evicting: boolean;
   /** Chunks written but not yet durable, so not yet in the range map → the flush sequence number when written. */
   readonly unsynced: Map<number, number>;
 }
@@ -498,7 +496,7 @@ export class Hydrator {
 
   /** Whether {@link adoptFd} would take an event fd for this file: it has no silent writer yet. */
   wantsEventFd(t: Tracked): boolean {
-    return this.adoptEventFds && !t.evicting && !t.writer?.silent;
+    return this.adoptEventFds && !t.access.blocked && !t.writer?.silent;
   }
 
   /**
