@@ -1622,6 +1622,82 @@ static napi_value js_punch_hole(napi_env env, napi_callback_info info) {
   return do_fallocate(env, fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
 }
 
+/* ---- writeback ----------------------------------------------------------- */
+
+/* sync_file_range in the threadpool: even SYNC_FILE_RANGE_WRITE alone can wait for block
+ * allocation and a congested device queue, which must not stall the loop. */
+typedef struct {
+  napi_async_work work;
+  napi_ref callback;
+  int fd;
+  int64_t offset, length;
+  unsigned int flags;
+  int err;
+} sync_range_job;
+
+static void sync_range_execute(napi_env env, void *data) {
+  (void)env;
+  sync_range_job *job = data;
+  int rc;
+  do {
+    rc = sync_file_range(job->fd, (off_t)job->offset, (off_t)job->length, job->flags);
+  } while (rc < 0 && errno == EINTR);
+  job->err = rc < 0 ? errno : 0;
+}
+
+static void sync_range_complete(napi_env env, napi_status status, void *data) {
+  sync_range_job *job = data;
+  napi_value callback, global, arg;
+  if (napi_get_reference_value(env, job->callback, &callback) == napi_ok &&
+      napi_get_global(env, &global) == napi_ok) {
+    if (status != napi_ok) {
+      arg = make_errno_error(env, ECANCELED, "sync_file_range");
+    } else if (job->err != 0) {
+      arg = make_errno_error(env, job->err, "sync_file_range");
+    } else {
+      napi_get_null(env, &arg);
+    }
+    if (arg != NULL) napi_call_function(env, global, callback, 1, &arg, NULL);
+  }
+  napi_delete_reference(env, job->callback);
+  napi_delete_async_work(env, job->work);
+  free(job);
+}
+
+static napi_value js_sync_file_range(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  int32_t fd;
+  uint32_t flags;
+  int64_t offset, length;
+  napi_valuetype type;
+  if (!get_args(env, info, 5, argv) || !arg_int32(env, argv[0], "fd", &fd) ||
+      !arg_int64(env, argv[1], "offset", &offset) || !arg_int64(env, argv[2], "length", &length) ||
+      !arg_uint32(env, argv[3], "flags", &flags))
+    return NULL;
+  NAPI_OK(env, napi_typeof(env, argv[4], &type));
+  if (type != napi_function) return throw_type(env, "callback", "a function");
+  sync_range_job *job = calloc(1, sizeof *job);
+  if (job == NULL) return throw_errno(env, ENOMEM, "sync_file_range");
+  job->fd = fd;
+  job->offset = offset;
+  job->length = length;
+  job->flags = flags;
+  napi_value name;
+  if (napi_create_string_utf8(env, "fanotify:syncFileRange", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_reference(env, argv[4], 1, &job->callback) != napi_ok) {
+    free(job);
+    return throw_napi(env);
+  }
+  if (napi_create_async_work(env, NULL, name, sync_range_execute, sync_range_complete, job,
+                             &job->work) != napi_ok ||
+      napi_queue_async_work(env, job->work) != napi_ok) {
+    napi_delete_reference(env, job->callback);
+    free(job);
+    return throw_napi(env);
+  }
+  return make_undefined(env);
+}
+
 /* ---- unix sockets ------------------------------------------------------ */
 
 static napi_value js_send_fd(napi_env env, napi_callback_info info) {
@@ -1884,6 +1960,9 @@ static napi_value make_constants(napi_env env) {
       {"F_RDLCK", F_RDLCK},
       {"F_WRLCK", F_WRLCK},
       {"F_UNLCK", F_UNLCK},
+      {"SYNC_FILE_RANGE_WAIT_BEFORE", SYNC_FILE_RANGE_WAIT_BEFORE},
+      {"SYNC_FILE_RANGE_WRITE", SYNC_FILE_RANGE_WRITE},
+      {"SYNC_FILE_RANGE_WAIT_AFTER", SYNC_FILE_RANGE_WAIT_AFTER},
   };
   napi_value obj;
   NAPI_OK(env, napi_create_object(env, &obj));
@@ -1909,6 +1988,7 @@ NAPI_MODULE_INIT() {
       METHOD("pidfdOpen", js_pidfd_open),
       METHOD("fallocate", js_fallocate),
       METHOD("punchHole", js_punch_hole),
+      METHOD("syncFileRange", js_sync_file_range),
       METHOD("sendFd", js_send_fd),
       METHOD("recvFd", js_recv_fd),
       METHOD("peerCred", js_peer_cred),

@@ -134,6 +134,12 @@ export interface NativeConstants {
   readonly F_WRLCK: number;
   /** Remove the lease. */
   readonly F_UNLCK: number;
+  /** sync_file_range: wait for writeback already under way in the range before starting. */
+  readonly SYNC_FILE_RANGE_WAIT_BEFORE: number;
+  /** sync_file_range: start writeback of the range's dirty pages (does not wait for it). */
+  readonly SYNC_FILE_RANGE_WRITE: number;
+  /** sync_file_range: wait for the range's writeback to finish. */
+  readonly SYNC_FILE_RANGE_WAIT_AFTER: number;
 }
 
 /** The functions exported by build/Release/fanotify.node. */
@@ -170,6 +176,12 @@ export interface NativeAddon {
   fallocate(fd: number, mode: number, offset: number, length: number): void;
   /** fallocate with FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE. */
   punchHole(fd: number, offset: number, length: number): void;
+  /**
+   * sync_file_range(fd, offset, length, flags) in the libuv threadpool; `done` gets null or the
+   * errno Error. The fd must stay open until then. Starting writeback early (SYNC_FILE_RANGE_WRITE)
+   * leaves a later fdatasync little to wait for; it makes nothing durable by itself.
+   */
+  syncFileRange(fd: number, offset: number, length: number, flags: number, done: (err: NativeError | null) => void): void;
   /** sendmsg one fd (SCM_RIGHTS) with data (one NUL byte if empty), MSG_NOSIGNAL; returns bytes sent; EAGAIN is thrown. */
   sendFd(socketFd: number, fdToSend: number, data: Buffer): number;
   /** recvmsg up to maxLength bytes and at most one fd (extra fds are closed), MSG_CMSG_CLOEXEC. */

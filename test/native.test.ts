@@ -456,6 +456,32 @@ test('punchHole zeroes exactly the range and keeps the size; fallocate extends',
   }
 });
 
+test('syncFileRange runs in the threadpool and reports errno errors to its callback', T, async () => {
+  const file = path.join(freshDir(), 'writeback.bin');
+  const fd = fs.openSync(file, 'w+');
+  const run = (f: number, flags: number): Promise<NativeError | null> =>
+    new Promise((resolve) => native.syncFileRange(f, 0, 1 << 20, flags, (err) => resolve(err)));
+  try {
+    fs.writeSync(fd, Buffer.alloc(1 << 20, 7), 0, 1 << 20, 0);
+    assert.equal(await run(fd, C.SYNC_FILE_RANGE_WRITE), null);
+    assert.equal(await run(fd, C.SYNC_FILE_RANGE_WAIT_BEFORE | C.SYNC_FILE_RANGE_WRITE | C.SYNC_FILE_RANGE_WAIT_AFTER), null);
+    const bad = await run(fd, 8);
+    assert.ok(isNativeError(bad));
+    assert.equal(bad.code, 'EINVAL');
+    assert.equal(bad.syscall, 'sync_file_range');
+    const devNull = fs.openSync('/dev/null', 'r');
+    try {
+      assert.equal((await run(devNull, C.SYNC_FILE_RANGE_WRITE))?.code, 'ESPIPE');
+    } finally {
+      fs.closeSync(devNull);
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  assert.equal((await run(fd, C.SYNC_FILE_RANGE_WRITE))?.code, 'EBADF');
+  assert.throws(() => native.syncFileRange(fd, 0, 1, C.SYNC_FILE_RANGE_WRITE, 'no' as unknown as () => void), TypeError);
+});
+
 test('setLease / getLease', T, () => {
   const file = path.join(freshDir(), 'lease.txt');
   fs.writeFileSync(file, 'x');
@@ -506,6 +532,9 @@ test('constants have the x86_64 glibc values', T, () => {
       F_RDLCK: 0,
       F_WRLCK: 1,
       F_UNLCK: 2,
+      SYNC_FILE_RANGE_WAIT_BEFORE: 1,
+      SYNC_FILE_RANGE_WRITE: 2,
+      SYNC_FILE_RANGE_WAIT_AFTER: 4,
     },
   );
 });
