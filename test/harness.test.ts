@@ -51,6 +51,22 @@ describe('createLoopFs', () => {
     });
   }
 
+  test('directIo: the loop device bypasses the host page cache (dio 1), the default does not', { timeout: 120_000 }, async () => {
+    for (const directIo of [true, false]) {
+      const fs = await createLoopFs({ directIo });
+      try {
+        const dev = (fs.device ?? '').replace('/dev/', '');
+        assert.equal((await readFile(`/sys/block/${dev}/loop/dio`, 'utf8')).trim(), directIo ? '1' : '0');
+        assert.equal(mountEntry(fs.dir)?.source, fs.device);
+        await writeFile(`${fs.dir}/hello.txt`, 'hello disk\n');
+        assert.equal(await readFile(`${fs.dir}/hello.txt`, 'utf8'), 'hello disk\n');
+      } finally {
+        await fs.cleanup();
+      }
+      await assertGone(fs);
+    }
+  });
+
   test('cleanup() twice (and concurrently) is fine', { timeout: 60_000 }, async () => {
     const fs = await createLoopFs();
     await Promise.all([fs.cleanup(), fs.cleanup()]);

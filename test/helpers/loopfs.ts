@@ -49,6 +49,13 @@ export interface LoopFsOptions {
    * the minimum the mkfs accepts (xfs 320, btrfs 128, ext4 16).
    */
   sizeMiB?: number;
+  /**
+   * Attach the image with `losetup --direct-io=on`: the loop device reads and writes the image
+   * without the host page cache, as a disk would. Without it every byte written is cached twice
+   * (the test filesystem's page cache and the image file's) and an fdatasync writes it back
+   * twice, which makes durable writes several times slower than on a real disk. Default false.
+   */
+  directIo?: boolean;
 }
 
 const MKFS: Record<Exclude<FsType, 'tmpfs'>, { cmd: string; args: string[]; pkg: string; min: number; def: number }> = {
@@ -295,8 +302,13 @@ export async function createLoopFs(opts: LoopFsOptions = {}): Promise<LoopFs> {
         await fh.close();
       }
       await run(mkfs.cmd, [...mkfs.args, image], mkfs.pkg);
-      await run('mount', ['-o', 'loop', image, dir], undefined);
-      device = (await loopDevicesOf(image))[0];
+      if (opts.directIo) {
+        device = (await run('losetup', ['--find', '--show', '--direct-io=on', image], undefined)).trim();
+        await run('mount', [device, dir], undefined);
+      } else {
+        await run('mount', ['-o', 'loop', image, dir], undefined);
+        device = (await loopDevicesOf(image))[0];
+      }
     }
     const mounted = mountEntry(dir);
     if (mounted?.fstype !== fstype) {
