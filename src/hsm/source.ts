@@ -9,6 +9,7 @@ import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MANIFEST_NAME } from './manifest.js';
+import { feed, RangeClient, rangeReplyProblem, RangeReplyError, type BodySink, type Flow } from './range-client.js';
 
 /** A tier that serves a published tree. */
 export interface Source {
@@ -62,7 +63,10 @@ const MAX_PENDING_PIECES = 4;
 export class HttpSource implements Source {
   readonly location: string;
   readonly #base: URL;
+  /** Node's client: the manifest, and everything over HTTPS. */
   readonly #agent: http.Agent;
+  /** Range reads over plain HTTP. */
+  readonly #ranges: RangeClient | undefined;
   readonly #timeoutMs: number;
   readonly #retries: number;
 
@@ -74,6 +78,7 @@ export class HttpSource implements Source {
     this.location = this.#base.href;
     const agentOptions = { keepAlive: true, maxSockets: options.maxSockets ?? 8 };
     this.#agent = this.#base.protocol === 'https:' ? new https.Agent(agentOptions) : new http.Agent(agentOptions);
+    if (this.#base.protocol === 'http:') this.#ranges = new RangeClient(this.#base, { maxSockets: agentOptions.maxSockets, timeoutMs: options.timeoutMs });
     this.#timeoutMs = options.timeoutMs ?? 30_000;
     this.#retries = options.retries ?? 2;
   }
@@ -93,62 +98,36 @@ export class HttpSource implements Source {
   read(path: string, offset: number, length: number): Promise<Buffer> {
     if (length === 0) return Promise.resolve(Buffer.alloc(0));
     return this.#retry(async () => {
-      // A range body is copied once, into a buffer of the size asked for.
+      // A range body lands once, in a buffer of the size asked for.
       const into = Buffer.allocUnsafe(length);
       let got = 0;
-      await this.#request(this.#url(path), { offset, length }, (b) => {
-        got += b.copy(into, got);
-      });
+      await this.#get(path, offset, length, { space: (max) => into.subarray(got, got + max), filled: (n) => void (got += n) });
       return into;
     });
   }
 
-  async readPieces(path: string, offset: number, length: number, pieceSize: number, onPiece: (index: number, bytes: Buffer) => Promise<void>): Promise<void> {
-    if (length === 0) return;
-    // Pieces are recycled: a fresh 1 MiB buffer per piece costs more in garbage collection than
-    // the copy into it.
-    const free: Buffer[] = [];
-    const take = (size: number): Buffer => {
-      const b = free.pop();
-      return b && b.length >= size ? b.subarray(0, size) : Buffer.allocUnsafe(size);
-    };
-    let index = 0;
-    let piece = take(Math.min(pieceSize, length));
-    let fill = 0;
-    let pending = 0;
-    let paused = false;
-    await this.#request(
-      this.#url(path),
-      { offset, length },
-      (b, res) => {
-        for (let pos = 0; pos < b.length; ) {
-          const n = b.copy(piece, fill, pos);
-          fill += n;
-          pos += n;
-          if (fill < piece.length) continue;
-          pending++;
-          const handed = piece;
-          const settled = (): void => {
-            pending--;
-            if (handed.length === pieceSize) free.push(handed);
-            if (paused && pending < MAX_PENDING_PIECES) {
-              paused = false;
-              res.resume();
-            }
-          };
-          onPiece(index, piece).then(settled, settled);
-          index++;
-          const rest = length - index * pieceSize;
-          if (rest > 0) piece = take(Math.min(pieceSize, rest));
-          fill = 0;
-        }
-        if (pending >= MAX_PENDING_PIECES && !paused) {
-          paused = true;
-          res.pause();
-        }
-      },
-      true,
-    );
+  readPieces(path: string, offset: number, length: number, pieceSize: number, onPiece: (index: number, bytes: Buffer) => Promise<void>): Promise<void> {
+    if (length === 0) return Promise.resolve();
+    return this.#get(path, offset, length, new Pieces(length, pieceSize, onPiece), true);
+  }
+
+  /**
+   * One range GET into `sink`: plain HTTP through the {@link RangeClient} (bytes read straight
+   * into the sink), HTTPS through Node's client.
+   */
+  async #get(path: string, offset: number, length: number, sink: BodySink, perData = false): Promise<void> {
+    if (!this.#ranges) {
+      const flow = (res: http.IncomingMessage): void => sink.attach?.({ pause: () => res.pause(), resume: () => res.resume() });
+      await this.#request(this.#url(path), { offset, length }, (b) => feed(sink, b), perData, flow);
+      return;
+    }
+    const url = this.#url(path);
+    try {
+      await this.#ranges.get(url.pathname, offset, length, sink, perData);
+    } catch (err) {
+      const e = err instanceof RangeReplyError ? err : new RangeReplyError(String(err), true);
+      throw new SourceError(`${url.href} bytes ${offset}+${length}: ${e.message}`, e.transient);
+    }
   }
 
   async #retry<T>(fn: () => Promise<T>): Promise<T> {
@@ -164,11 +143,12 @@ export class HttpSource implements Source {
   }
 
   /**
-   * One GET; `sink` sees the body as it arrives, only after status and Content-Range are checked,
-   * and never more than the range asked for. The deadline covers the whole request, or, with
-   * `perData`, each wait for more bytes (a long streamed body is not a stall).
+   * One GET through Node's client; `sink` sees the body as it arrives, only after the status and
+   * Content-Range are checked, and never more than the range asked for (`onBody` is called
+   * before its first byte). The deadline covers the whole request, or, with `perData`, each wait
+   * for more bytes (a long streamed body is not a stall).
    */
-  #request(url: URL, range: { offset: number; length: number } | undefined, sink: (b: Buffer, res: http.IncomingMessage) => void, perData = false): Promise<void> {
+  #request(url: URL, range: { offset: number; length: number } | undefined, sink: (b: Buffer) => void, perData = false, onBody?: (res: http.IncomingMessage) => void): Promise<void> {
     const mod = url.protocol === 'https:' ? https : http;
     const what = range ? `${url.href} bytes ${range.offset}+${range.length}` : url.href;
     return new Promise<void>((resolve, reject) => {
@@ -184,24 +164,17 @@ export class HttpSource implements Source {
       if (range) headers['range'] = `bytes=${range.offset}-${range.offset + range.length - 1}`;
       const req = mod.get(url, { agent: this.#agent, headers }, (res) => {
         const status = res.statusCode ?? 0;
-        if (range ? status !== 206 && status !== 200 : status !== 200) {
+        const problem = range
+          ? rangeReplyProblem({ status, headers: new Map(Object.entries(res.headers).map(([k, v]) => [k, String(v)])) }, range.offset, range.length)
+          : status === 200
+            ? undefined
+            : new RangeReplyError(`HTTP ${status}`, status >= 500 || status === 429);
+        if (problem) {
           res.resume();
-          fail(`HTTP ${status}${range && status === 416 ? ' (range not satisfiable: the source changed since publishing)' : ''}`, status >= 500 || status === 429);
+          fail(problem.message, problem.transient);
           return;
         }
-        if (range && status === 200 && !(range.offset === 0 && Number(res.headers['content-length']) === range.length)) {
-          res.resume();
-          fail('the server ignores Range requests; serve the tree with one that supports them (nginx does)', false);
-          return;
-        }
-        if (range && status === 206) {
-          const m = /^bytes (\d+)-(\d+)\//.exec(res.headers['content-range'] ?? '');
-          if (!m || Number(m[1]) !== range.offset || Number(m[2]) !== range.offset + range.length - 1) {
-            res.resume();
-            fail(`unexpected Content-Range "${res.headers['content-range'] ?? ''}"`, true);
-            return;
-          }
-        }
+        onBody?.(res);
         let got = 0;
         res.on('data', (b: Buffer) => {
           if (done) return;
@@ -211,7 +184,7 @@ export class HttpSource implements Source {
           }
           got += b.length;
           if (perData) timer.refresh();
-          sink(b, res);
+          sink(b);
         });
         res.on('error', (err) => fail(err.message, true));
         res.on('aborted', () => fail('connection closed mid-body', true));
@@ -232,7 +205,69 @@ export class HttpSource implements Source {
   }
 
   close(): void {
+    this.#ranges?.close();
     this.#agent.destroy();
+  }
+}
+
+/**
+ * A body cut into consecutive pieces of `pieceSize` bytes, each handed to `onPiece` once full.
+ * Pieces are recycled once handled: a fresh 1 MiB buffer per piece costs more in garbage
+ * collection than anything else here. The body stops flowing while {@link MAX_PENDING_PIECES}
+ * are being handled.
+ */
+class Pieces implements BodySink {
+  readonly #free: Buffer[] = [];
+  #flow: Flow | undefined;
+  #paused = false;
+  #pending = 0;
+  #index = 0;
+  #fill = 0;
+  #piece: Buffer;
+
+  constructor(
+    readonly length: number,
+    readonly pieceSize: number,
+    readonly onPiece: (index: number, bytes: Buffer) => Promise<void>,
+  ) {
+    this.#piece = this.#take(Math.min(pieceSize, length));
+  }
+
+  attach(flow: Flow): void {
+    this.#flow = flow;
+  }
+
+  space(max: number): Buffer {
+    return this.#piece.subarray(this.#fill, Math.min(this.#piece.length, this.#fill + max));
+  }
+
+  filled(n: number): void {
+    this.#fill += n;
+    if (this.#fill < this.#piece.length) return;
+    const handed = this.#piece;
+    this.#pending++;
+    const settled = (): void => {
+      this.#pending--;
+      if (handed.length === this.pieceSize) this.#free.push(handed);
+      if (this.#paused && this.#pending < MAX_PENDING_PIECES) {
+        this.#paused = false;
+        this.#flow?.resume();
+      }
+    };
+    this.onPiece(this.#index, handed).then(settled, settled);
+    this.#index++;
+    const rest = this.length - this.#index * this.pieceSize;
+    if (rest > 0) this.#piece = this.#take(Math.min(this.pieceSize, rest));
+    this.#fill = 0;
+    if (this.#pending >= MAX_PENDING_PIECES && !this.#paused) {
+      this.#paused = true;
+      this.#flow?.pause();
+    }
+  }
+
+  #take(size: number): Buffer {
+    const b = this.#free.pop();
+    return b && b.length >= size ? b.subarray(0, size) : Buffer.allocUnsafe(size);
   }
 }
 
