@@ -164,7 +164,7 @@ export class HsmDaemon {
         // Loaded from the range map: durable and recorded, so allowed at once in either mode.
         access.copyBits(rec.bitmap);
         access.lastAccess = rec.lastAccess;
-        const t: Tracked = { entry, rec, dev: st.dev, ino: st.ino, access, inflight: new Map(), writer: undefined, unsynced: new Map() };
+        const t: Tracked = { entry, rec, dev: st.dev, ino: st.ino, access, inflight: new Map(), writer: undefined, writes: Promise.resolve(), unsynced: new Map() };
         this.#byPath.set(entry.path, t);
         this.#byIno.set(st.ino, t);
         this.#cacheBytes += Math.min(rec.size, rec.have * cs);
