@@ -6,7 +6,7 @@
  * own writes raise no pre-content event.
  * @packageDocumentation
  */
-import { webcrypto } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { close, fdatasync, fstat, futimes, open, write } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -346,14 +346,12 @@ export class Hydrator {
     try {
       await this.#o.source.readPieces(t.entry.path, offset, Math.min(t.rec.size, (b + 1) * cs) - offset, cs, (k, bytes) => {
         const i = a + k;
-        const p = this.#firstBadChunk(t, i, i, bytes)
-          .then(async (bad) => {
-            if (bad >= 0) return;
-            await this.#store(t, i, i, bytes);
-            settle.get(i)?.();
-            settle.delete(i);
-          })
-          .catch(() => undefined);
+        const p = (async () => {
+          if (this.#firstBadChunk(t, i, i, bytes) >= 0) return;
+          await this.#store(t, i, i, bytes);
+          settle.get(i)?.();
+          settle.delete(i);
+        })().catch(() => undefined);
         handled.push(p);
         return p;
       });
@@ -385,7 +383,7 @@ export class Hydrator {
     let bad = -1;
     for (let attempt = 0; attempt <= (this.#o.verifyRetries ?? 2); attempt++) {
       bytes = await this.#o.source.read(t.entry.path, offset, length);
-      bad = await this.#firstBadChunk(t, a, b, bytes);
+      bad = this.#firstBadChunk(t, a, b, bytes);
       if (bad < 0) break;
     }
     if (bad >= 0 || !bytes) {
@@ -502,14 +500,19 @@ export class Hydrator {
     });
   }
 
-  /** Verify in the thread pool (WebCrypto), so hashing never delays answering other events. */
-  async #firstBadChunk(t: Tracked, a: number, b: number, bytes: Buffer): Promise<number> {
+  /**
+   * The first chunk of [a, b] whose bytes do not match the manifest, or -1. Hashed here, on the
+   * loop (about 1 ms per MiB with SHA-NI), not with WebCrypto in the thread pool: WebCrypto
+   * copies its input and wipes the copy, and four digests at once on this machine's two vCPUs
+   * took 400 ms of CPU for 256 MiB against 230 ms one after the other, CPU a reader needs.
+   */
+  #firstBadChunk(t: Tracked, a: number, b: number, bytes: Buffer): number {
     const cs = this.#o.chunkSize;
-    const digests = await Promise.all(
-      Array.from({ length: b - a + 1 }, (_, k) => webcrypto.subtle.digest('SHA-256', bytes.subarray(k * cs, (k + 1) * cs))),
-    );
-    const bad = digests.findIndex((d, k) => Buffer.from(d).toString('hex') !== t.entry.chunks[a + k]);
-    return bad < 0 ? -1 : a + bad;
+    for (let i = a; i <= b; i++) {
+      const k = i - a;
+      if (createHash('sha256').update(bytes.subarray(k * cs, (k + 1) * cs)).digest('hex') !== t.entry.chunks[i]) return i;
+    }
+    return -1;
   }
 
   /** False while the target is being unmounted: event fds are opened through it and keep it busy. */
