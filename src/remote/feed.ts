@@ -36,8 +36,9 @@ export interface FeedOptions {
   readonly checkpointQuietMs?: number;
   /**
    * Append one line per watch batch to this file (for benchmarks): `RECV_NS SENT_NS FIRST LAST`,
-   * monotonic ns when the batch reached the feed and when every subscriber's frame was handed to
-   * its socket, and the paths of its first and last `create` record (`-` when none).
+   * monotonic ns when the batch reached the feed and when every subscriber's frame was written to
+   * its socket (or queued behind what the socket holds), and the paths of its first and last
+   * `create` record (`-` when none).
    */
   readonly traceFile?: string;
 }
@@ -216,8 +217,11 @@ export class RootFeed {
     }
     flush();
     if (this.#traceFile !== undefined) {
-      this.#traceLines.push(`${recvNs} ${process.hrtime.bigint()} ${firstCreate ?? '-'} ${lastCreate ?? '-'}\n`);
-      if (this.#traceLines.length >= 64) this.#flushTrace();
+      // After the tick's gathered socket writes, which run as a microtask queued before this one.
+      queueMicrotask(() => {
+        this.#traceLines.push(`${recvNs} ${process.hrtime.bigint()} ${firstCreate ?? '-'} ${lastCreate ?? '-'}\n`);
+        if (this.#traceLines.length >= 64) this.#flushTrace();
+      });
     }
     if (marker && this.#expectMarker) {
       const resolve = this.#expectMarker;
