@@ -307,15 +307,18 @@ export class RootFeed {
   #records(changes: readonly Change[]): EventRecord[] {
     const out: EventRecord[] = [];
     const t = this.table;
+    // Watch paths are absolute and normal: below the root they start with its path and a slash.
+    const prefix = `${this.root}/`;
+    const below = (path: string): string | undefined => (path.startsWith(prefix) ? path.slice(prefix.length) : undefined);
     for (const c of changes) {
-      const rel = relative(this.root, c.path);
-      if (rel.startsWith('..') || rel === '') continue;
-      const name = basename(rel);
+      const rel = below(c.path);
+      if (rel === undefined) continue;
+      const name = rel.slice(rel.lastIndexOf('/') + 1);
+      const oldRel = c.oldPath === undefined ? undefined : below(c.oldPath);
       try {
-        if (c.type === 'rename' && c.oldPath !== undefined) {
-          const oldRel = relative(this.root, c.oldPath);
+        if (c.type === 'rename' && oldRel !== undefined) {
           const { node, oldParent, newParent } = t.renamed(oldRel, rel, c.isDir);
-          const oldName = basename(oldRel);
+          const oldName = oldRel.slice(oldRel.lastIndexOf('/') + 1);
           out.push({
             kind: 'rename',
             object: t.ref(node),
