@@ -341,6 +341,11 @@ export class IdTable {
       // The inode was reused by a new object: same id, next generation; the old one is stale.
       this.#kill(prev);
       node = this.#newNode(parent, name, identity.isDir, identity, prev.id, prev.gen + 1);
+      // Now only its place among the dead nodes refers to the old node: its strings can go (it
+      // would otherwise keep them for MAX_DEAD deletes, for the major GC to mark each time).
+      prev.handleKey = prev.inodeKey = undefined;
+      prev.name = '';
+      prev.parent = undefined;
     } else {
       node = this.#newNode(parent, name, identity.isDir, identity);
     }
