@@ -97,14 +97,19 @@ function flush(): void {
   pending.clear();
   // A socket destroyed since (its fd closed, the number perhaps reused) is not written.
   const live = items.filter(([s, g]) => !s.destroyed && fdOf(s) === g.fd);
-  ring ??= native.createSendRing();
   const results = new Int32Array(live.length);
-  ring.send(
-    Int32Array.from(live, ([, g]) => g.fd),
-    Int32Array.from(live, ([, g]) => g.parts.length),
-    live.flatMap(([, g]) => g.parts),
-    results,
-  );
+  try {
+    ring ??= native.createSendRing();
+    ring.send(
+      Int32Array.from(live, ([, g]) => g.fd),
+      Int32Array.from(live, ([, g]) => g.parts.length),
+      live.flatMap(([, g]) => g.parts),
+      results,
+    );
+  } catch {
+    // No ring (out of memory): nothing was sent, every frame goes through its socket's queue.
+    results.fill(0);
+  }
   for (let i = 0; i < live.length; i++) {
     const [socket, g] = live[i]!;
     const n = results[i]!;
