@@ -1782,16 +1782,16 @@ static void send_ring_unmap(send_ring_t *r) {
   r->fd = -1;
 }
 
-/* Set up the io_uring; on any failure the ring sends one sendmsg at a time. */
+/*
+ * Set up the io_uring; on any failure the ring sends one sendmsg at a time. The setup flags need
+ * 5.19, which also completes a MSG_DONTWAIT send that would block with -EAGAIN instead of waiting
+ * for the socket: an older kernel gets no ring, so a send can never hold up the caller.
+ */
 static void send_ring_setup(send_ring_t *r) {
   struct io_uring_params p;
   memset(&p, 0, sizeof p);
   p.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
   r->fd = (int)syscall(__NR_io_uring_setup, SEND_RING_ENTRIES, &p);
-  if (r->fd < 0 && errno == EINVAL) {
-    memset(&p, 0, sizeof p);
-    r->fd = (int)syscall(__NR_io_uring_setup, SEND_RING_ENTRIES, &p);
-  }
   if (r->fd < 0) return;
   r->sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
   r->cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
