@@ -1811,6 +1811,264 @@ static napi_value js_peer_cred(napi_env env, napi_callback_info info) {
   return obj;
 }
 
+/* ---- many socket writes in one system call ----------------------------- */
+
+/*
+ * A fan-out server hands one batch to many sockets. One sendmsg(2) per socket returns to user
+ * mode after each wake-up of a reader, and that is where the woken reader preempts the writer:
+ * measured, ~95% of the server's preemptions, about ten per batch of 100 sockets. An io_uring
+ * takes every sendmsg of a batch in one io_uring_enter; the wake-ups happen inside it, so the
+ * writer can only be preempted once, after the last socket. Sends are MSG_DONTWAIT: each one
+ * completes (bytes written, -EAGAIN, or an error) inside that same call, so the caller gets every
+ * result when it returns and keeps the order of what it writes next. Without io_uring (kernel
+ * older than 5.19, io_uring_disabled) the same sends are made one sendmsg at a time.
+ */
+#include <linux/io_uring.h>
+#include <sys/mman.h>
+
+#ifndef IORING_SETUP_SUBMIT_ALL
+#define IORING_SETUP_SUBMIT_ALL (1U << 7)
+#endif
+#ifndef IORING_SETUP_COOP_TASKRUN
+#define IORING_SETUP_COOP_TASKRUN (1U << 8)
+#endif
+
+/* Sockets per io_uring_enter. */
+#define SEND_RING_ENTRIES 256
+
+typedef struct {
+  int fd; /* the io_uring, or -1: one sendmsg per socket */
+  unsigned *sq_head, *sq_tail, *sq_mask, *sq_array, *cq_head, *cq_tail, *cq_mask;
+  struct io_uring_sqe *sqes;
+  struct io_uring_cqe *cqes;
+  void *sq_map, *cq_map, *sqe_map;
+  size_t sq_len, cq_len, sqe_len;
+  /* Scratch kept between calls: one msghdr per socket, one iovec per part. */
+  struct msghdr *msgs;
+  struct iovec *iovs;
+  size_t nmsgs, niovs;
+} send_ring_t;
+
+static void send_ring_unmap(send_ring_t *r) {
+  if (r->sqe_map != NULL && r->sqe_map != MAP_FAILED) munmap(r->sqe_map, r->sqe_len);
+  if (r->cq_map != NULL && r->cq_map != MAP_FAILED && r->cq_map != r->sq_map) munmap(r->cq_map, r->cq_len);
+  if (r->sq_map != NULL && r->sq_map != MAP_FAILED) munmap(r->sq_map, r->sq_len);
+  r->sq_map = r->cq_map = r->sqe_map = NULL;
+  if (r->fd >= 0) close(r->fd);
+  r->fd = -1;
+}
+
+/*
+ * Set up the io_uring; on any failure the ring sends one sendmsg at a time. The setup flags need
+ * 5.19, which also completes a MSG_DONTWAIT send that would block with -EAGAIN instead of waiting
+ * for the socket: an older kernel gets no ring, so a send can never hold up the caller.
+ */
+static void send_ring_setup(send_ring_t *r) {
+  struct io_uring_params p;
+  memset(&p, 0, sizeof p);
+  p.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
+  r->fd = (int)syscall(__NR_io_uring_setup, SEND_RING_ENTRIES, &p);
+  if (r->fd < 0) return;
+  r->sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+  r->cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+  bool single = (p.features & IORING_FEAT_SINGLE_MMAP) != 0;
+  if (single) r->sq_len = r->cq_len = r->sq_len > r->cq_len ? r->sq_len : r->cq_len;
+  r->sq_map = mmap(NULL, r->sq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->fd, IORING_OFF_SQ_RING);
+  r->cq_map = single ? r->sq_map
+                     : mmap(NULL, r->cq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->fd, IORING_OFF_CQ_RING);
+  r->sqe_len = p.sq_entries * sizeof(struct io_uring_sqe);
+  r->sqe_map = mmap(NULL, r->sqe_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->fd, IORING_OFF_SQES);
+  if (r->sq_map == MAP_FAILED || r->cq_map == MAP_FAILED || r->sqe_map == MAP_FAILED || p.sq_entries < SEND_RING_ENTRIES) {
+    send_ring_unmap(r);
+    return;
+  }
+  char *sq = r->sq_map, *cq = r->cq_map;
+  r->sq_head = (unsigned *)(sq + p.sq_off.head);
+  r->sq_tail = (unsigned *)(sq + p.sq_off.tail);
+  r->sq_mask = (unsigned *)(sq + p.sq_off.ring_mask);
+  r->sq_array = (unsigned *)(sq + p.sq_off.array);
+  r->cq_head = (unsigned *)(cq + p.cq_off.head);
+  r->cq_tail = (unsigned *)(cq + p.cq_off.tail);
+  r->cq_mask = (unsigned *)(cq + p.cq_off.ring_mask);
+  r->cqes = (struct io_uring_cqe *)(cq + p.cq_off.cqes);
+  r->sqes = r->sqe_map;
+}
+
+static void send_ring_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  send_ring_t *r = data;
+  send_ring_unmap(r);
+  free(r->msgs);
+  free(r->iovs);
+  free(r);
+}
+
+static int32_t send_one(int fd, struct msghdr *msg) {
+  ssize_t w;
+  do {
+    w = sendmsg(fd, msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (w < 0 && errno == EINTR);
+  return w < 0 ? -errno : (int32_t)w;
+}
+
+/*
+ * Sends msgs[from, from + k) through the ring, results into out. A send the kernel did not take
+ * (the ring failed) is made with sendmsg, and the ring is given up for good.
+ */
+static void send_ring_batch(send_ring_t *r, const int32_t *fds, struct msghdr *msgs, size_t from, unsigned k, int32_t *out) {
+  unsigned tail = *r->sq_tail;
+  for (unsigned i = 0; i < k; i++, tail++) {
+    unsigned idx = tail & *r->sq_mask;
+    struct io_uring_sqe *e = &r->sqes[idx];
+    memset(e, 0, sizeof *e);
+    e->opcode = IORING_OP_SENDMSG;
+    e->fd = fds[from + i];
+    e->addr = (uint64_t)(uintptr_t)&msgs[from + i];
+    e->len = 1;
+    e->msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+    e->user_data = from + i;
+    r->sq_array[idx] = idx;
+    out[from + i] = INT32_MIN; /* not completed yet */
+  }
+  __atomic_store_n(r->sq_tail, tail, __ATOMIC_RELEASE);
+  unsigned done = 0;
+  for (int busy = 0;;) {
+    unsigned head = *r->cq_head, ctail = __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE);
+    for (; head != ctail; head++, done++) {
+      struct io_uring_cqe *c = &r->cqes[head & *r->cq_mask];
+      out[c->user_data] = c->res;
+    }
+    __atomic_store_n(r->cq_head, head, __ATOMIC_RELEASE);
+    if (done >= k) return;
+    unsigned unsubmitted = tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
+    if (syscall(__NR_io_uring_enter, r->fd, unsubmitted, k - done, IORING_ENTER_GETEVENTS, NULL, 0) >= 0 || errno == EINTR ||
+        ((errno == EAGAIN || errno == EBUSY) && ++busy < 1000))
+      continue;
+    /*
+     * The ring failed: it is given up, and later calls use sendmsg. Sends it never took are made
+     * here; one taken and not completed (never seen: a MSG_DONTWAIT send completes inside the
+     * call) is reported ECANCELED, since whether its bytes went out is unknown.
+     */
+    *r->sq_tail = __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
+    send_ring_unmap(r);
+    for (unsigned i = 0; i < k; i++) {
+      if (i >= k - unsubmitted)
+        out[from + i] = send_one(fds[from + i], &msgs[from + i]);
+      else if (out[from + i] == INT32_MIN)
+        out[from + i] = -ECANCELED;
+    }
+    return;
+  }
+}
+
+static bool int32_array_arg(napi_env env, napi_value v, const char *name, int32_t **data, size_t *len) {
+  bool is = false;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t off;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is ||
+      napi_get_typedarray_info(env, v, &type, len, (void **)data, &ab, &off) != napi_ok || type != napi_int32_array) {
+    throw_type(env, name, "an Int32Array");
+    return false;
+  }
+  return true;
+}
+
+static bool grow(void **p, size_t *have, size_t want, size_t size) {
+  if (*have >= want) return true;
+  size_t n = want < 64 ? 64 : want * 2;
+  void *q = realloc(*p, n * size);
+  if (q == NULL) return false;
+  *p = q;
+  *have = n;
+  return true;
+}
+
+/* ring.send(fds, counts, parts, results): socket i gets the next counts[i] parts in one sendmsg. */
+static napi_value js_send_ring_send(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4], self;
+  void *data = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, &self, NULL) != napi_ok) return throw_napi(env);
+  if (napi_unwrap(env, self, &data) != napi_ok || data == NULL)
+    return throw_type(env, "this", "a send ring (call send as its method)");
+  send_ring_t *r = data;
+  int32_t *fds, *counts, *out;
+  size_t n, ncounts, nout;
+  uint32_t nparts;
+  bool is = false;
+  if (!int32_array_arg(env, argv[0], "fds", &fds, &n) || !int32_array_arg(env, argv[1], "counts", &counts, &ncounts) ||
+      !int32_array_arg(env, argv[3], "results", &out, &nout))
+    return NULL;
+  if (napi_is_array(env, argv[2], &is) != napi_ok || !is || napi_get_array_length(env, argv[2], &nparts) != napi_ok)
+    return throw_type(env, "parts", "an Array of Buffers");
+  if (ncounts != n || nout != n) return throw_range(env, "counts", "and results as long as fds");
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (counts[i] < 1 || counts[i] > IOV_MAX) return throw_range(env, "counts", "each 1 to IOV_MAX");
+    total += (size_t)counts[i];
+  }
+  if (total != nparts) return throw_range(env, "parts", "as many Buffers as counts add up to");
+  if (!grow((void **)&r->msgs, &r->nmsgs, n, sizeof *r->msgs) || !grow((void **)&r->iovs, &r->niovs, total, sizeof *r->iovs))
+    return throw_errno(env, ENOMEM, "malloc");
+  struct iovec *iov = r->iovs;
+  uint32_t at = 0;
+  for (size_t i = 0; i < n; i++) {
+    struct msghdr *m = &r->msgs[i];
+    memset(m, 0, sizeof *m);
+    m->msg_iov = iov;
+    m->msg_iovlen = (size_t)counts[i];
+    size_t bytes = 0;
+    for (int32_t j = 0; j < counts[i]; j++, iov++, at++) {
+      napi_value b;
+      if (napi_get_element(env, argv[2], at, &b) != napi_ok) return throw_napi(env);
+      if (!arg_buffer(env, b, "parts", &iov->iov_base, &iov->iov_len)) return NULL;
+      bytes += iov->iov_len;
+    }
+    if (bytes > INT32_MAX) return throw_range(env, "parts", "at most 2 GiB per socket");
+  }
+  for (size_t from = 0; from < n; from += SEND_RING_ENTRIES) {
+    unsigned k = (unsigned)(n - from < SEND_RING_ENTRIES ? n - from : SEND_RING_ENTRIES);
+    if (r->fd >= 0)
+      send_ring_batch(r, fds, r->msgs, from, k, out);
+    else
+      for (unsigned i = 0; i < k; i++) out[from + i] = send_one(fds[from + i], &r->msgs[from + i]);
+  }
+  return make_undefined(env);
+}
+
+/* ring.uring: true while the sends go through io_uring. */
+static napi_value js_send_ring_uring(napi_env env, napi_callback_info info) {
+  napi_value self, v;
+  void *data = NULL;
+  size_t argc = 0;
+  if (napi_get_cb_info(env, info, &argc, NULL, &self, NULL) != napi_ok || napi_unwrap(env, self, &data) != napi_ok || data == NULL)
+    return throw_type(env, "this", "a send ring");
+  NAPI_OK(env, napi_get_boolean(env, ((send_ring_t *)data)->fd >= 0, &v));
+  return v;
+}
+
+static napi_value js_create_send_ring(napi_env env, napi_callback_info info) {
+  (void)info;
+  send_ring_t *r = calloc(1, sizeof *r);
+  if (r == NULL) return throw_errno(env, ENOMEM, "malloc");
+  r->fd = -1;
+  send_ring_setup(r);
+  napi_value obj;
+  napi_property_descriptor props[] = {
+      {"send", NULL, js_send_ring_send, NULL, NULL, NULL, napi_default, NULL},
+      {"uring", NULL, NULL, js_send_ring_uring, NULL, NULL, napi_default, NULL},
+  };
+  if (napi_create_object(env, &obj) != napi_ok ||
+      napi_define_properties(env, obj, sizeof props / sizeof props[0], props) != napi_ok ||
+      napi_wrap(env, obj, r, send_ring_finalize, NULL, NULL) != napi_ok) {
+    send_ring_finalize(env, r, NULL);
+    return throw_napi(env);
+  }
+  return obj;
+}
+
 /* ---- access as another user -------------------------------------------- */
 
 /*
@@ -1992,6 +2250,7 @@ NAPI_MODULE_INIT() {
       METHOD("sendFd", js_send_fd),
       METHOD("recvFd", js_recv_fd),
       METHOD("peerCred", js_peer_cred),
+      METHOD("createSendRing", js_create_send_ring),
       METHOD("accessAs", js_access_as),
       METHOD("setLease", js_set_lease),
       METHOD("getLease", js_get_lease),

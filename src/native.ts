@@ -142,6 +142,21 @@ export interface NativeConstants {
   readonly SYNC_FILE_RANGE_WAIT_AFTER: number;
 }
 
+/**
+ * Sends to many stream sockets in one system call (an io_uring; one sendmsg per socket when the
+ * kernel has none). Every send is non-blocking and done when `send` returns.
+ */
+export interface SendRing {
+  /**
+   * Socket `fds[i]` gets the next `counts[i]` Buffers of `parts` in one sendmsg(MSG_DONTWAIT |
+   * MSG_NOSIGNAL); `results[i]` becomes the bytes it took (maybe fewer than given) or −errno
+   * (−EAGAIN: none; −ECANCELED: unknown, the ring failed mid-call).
+   */
+  send(fds: Int32Array, counts: Int32Array, parts: readonly Buffer[], results: Int32Array): void;
+  /** True while the sends go through io_uring. */
+  readonly uring: boolean;
+}
+
 /** The functions exported by build/Release/fanotify.node. */
 export interface NativeAddon {
   /** fanotify_init(flags, eventFFlags); returns the group fd. */
@@ -188,6 +203,8 @@ export interface NativeAddon {
   recvFd(socketFd: number, maxLength: number): ReceivedFd;
   /** getsockopt SO_PEERCRED. */
   peerCred(socketFd: number): PeerCred;
+  /** A {@link SendRing} (freed with the object). */
+  createSendRing(): SendRing;
   /**
    * faccessat2(path, mode, AT_EACCESS) with this thread's filesystem uid, gid and supplementary
    * groups set to the given ones for the call (ACLs and LSMs apply), then restored. True when

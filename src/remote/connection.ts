@@ -56,33 +56,34 @@ const HELLO_TIMEOUT_MS = 10_000;
 const MAX_SUBSCRIPTIONS = 64;
 
 /**
- * Serialised record arrays (per chunk offset), shared by every subscriber that sends them
- * unfiltered: a batch is encoded once, not once per client.
+ * Frame bodies per record array and chunk offset: the JSON array of the records and the frame's
+ * closing brace, encoded once and shared by every subscriber that sends them unfiltered.
  */
-const encoded = new WeakMap<readonly EventRecord[], Map<number, Buffer>>();
-function recordsBytes(records: readonly EventRecord[], from: number, count: number): Buffer {
-  let chunks = encoded.get(records);
-  if (!chunks) encoded.set(records, (chunks = new Map()));
+const bodies = new WeakMap<readonly EventRecord[], Map<number, Buffer>>();
+function recordsBody(records: readonly EventRecord[], from: number, count: number): Buffer {
+  let chunks = bodies.get(records);
+  if (!chunks) bodies.set(records, (chunks = new Map()));
   let b = chunks.get(from);
   if (b === undefined) {
-    b = Buffer.from(JSON.stringify(from === 0 && count >= records.length ? records : records.slice(from, from + count)));
+    b = Buffer.from(`${JSON.stringify(from === 0 && count >= records.length ? records : records.slice(from, from + count))}}`);
     chunks.set(from, b);
   }
   return b;
 }
 
 /**
- * A frame whose middle part (shared between clients) is already encoded: the records go to every
- * socket from the one buffer (writev). Copying them into one buffer per client was measured
- * slower: a large external allocation per client and batch, paid for by the GC.
+ * A frame as parts: its length and `head` (the only per-client bytes), then the shared `rest`
+ * (written to every socket from the same buffers). Copying the records into one buffer per
+ * client was measured slower: a large allocation per client and batch, paid for by the GC.
  */
-function framed(head: string, middle: Buffer, tail: string): { parts: Buffer[]; bytes: number } {
-  const h = Buffer.from(head);
-  const t = Buffer.from(tail);
-  const first = Buffer.allocUnsafe(4 + h.length);
-  first.writeUInt32BE(h.length + middle.length + t.length, 0);
-  h.copy(first, 4);
-  return { parts: [first, middle, t], bytes: first.length + middle.length + t.length };
+function framed(head: string, rest: readonly Buffer[]): { parts: Buffer[]; bytes: number } {
+  const headBytes = Buffer.byteLength(head);
+  let bytes = 4 + headBytes;
+  for (const r of rest) bytes += r.length;
+  const first = Buffer.allocUnsafe(4 + headBytes);
+  first.writeUInt32BE(bytes - 4, 0);
+  first.write(head, 4);
+  return { parts: [first, ...rest], bytes };
 }
 
 function single(frame: Buffer): { parts: Buffer[]; bytes: number } {
@@ -99,6 +100,8 @@ interface Queued {
 
 class ClientSub implements FeedSubscriber {
   seq = 0;
+  /** The start of this subscription's `events` frames, up to the sequence number. */
+  readonly #eventsHead: string;
   /** Until a resume is answered: feed batches that arrived meanwhile. */
   joining: { no: number; records: EventRecord[] }[] | undefined;
 
@@ -108,7 +111,9 @@ class ClientSub implements FeedSubscriber {
     readonly feed: RootFeed,
     readonly kinds: ReadonlySet<EventKind> | undefined,
     readonly ignore: IgnoreMatcher | undefined,
-  ) {}
+  ) {
+    this.#eventsHead = `{"type":"events","sub":${JSON.stringify(id)},"seq":`;
+  }
 
   batch(no: number, records: EventRecord[]): void {
     if (this.joining) this.joining.push({ no, records });
@@ -121,16 +126,17 @@ class ClientSub implements FeedSubscriber {
     if (visible.length === 0 && cursor === undefined) return;
     for (let i = 0; i < visible.length || (i === 0 && cursor !== undefined); i += RECORDS_PER_FRAME) {
       const count = Math.min(RECORDS_PER_FRAME, visible.length - i);
-      const last = i + RECORDS_PER_FRAME >= visible.length;
-      const head = `{"type":"events","sub":${JSON.stringify(this.id)},"seq":${++this.seq},"events":`;
-      const tail = last && cursor !== undefined ? `,"cursor":${JSON.stringify(cursor)}}` : '}';
-      this.conn.enqueue({ ...framed(head, recordsBytes(visible, i, count), tail), events: Math.max(count, 1), sub: this });
+      const body = recordsBody(visible, i, count);
+      // The last frame of a resume answer carries the cursor before its closing brace.
+      const rest = i + RECORDS_PER_FRAME >= visible.length && cursor !== undefined ? [body.subarray(0, -1), Buffer.from(`,"cursor":${JSON.stringify(cursor)}}`)] : [body];
+      const { parts, bytes } = framed(`${this.#eventsHead}${++this.seq},"events":`, rest);
+      this.conn.enqueue({ parts, bytes, events: Math.max(count, 1), sub: this });
     }
   }
 
   checkpoint(cursor: string): void {
     if (this.joining) return; // The resume answer carries its own cursor.
-    this.conn.enqueue({ ...single(frameOf(`{"type":"events","sub":${JSON.stringify(this.id)},"seq":${++this.seq},"events":[],"cursor":${JSON.stringify(cursor)}}`)), events: 1, sub: this });
+    this.conn.enqueue({ ...single(frameOf(`${this.#eventsHead}${++this.seq},"events":[],"cursor":${JSON.stringify(cursor)}}`)), events: 1, sub: this });
   }
 
   invalidate(reason: InvalidateReason, detail: string): void {
@@ -230,6 +236,11 @@ export class Connection {
     if (this.#qBytes + item.bytes > 2 * maxBytes) {
       // Only answers are left and they alone are too much: a client that asks without reading.
       this.#bye('the client does not read its answers');
+      return;
+    }
+    if (this.#head === this.#queue.length && !this.#transport.congested) {
+      // Nothing waiting: straight to the transport.
+      this.#transport.send(item.parts);
       return;
     }
     this.#queue.push(item);

@@ -36,8 +36,9 @@ export interface FeedOptions {
   readonly checkpointQuietMs?: number;
   /**
    * Append one line per watch batch to this file (for benchmarks): `RECV_NS SENT_NS FIRST LAST`,
-   * monotonic ns when the batch reached the feed and when every subscriber's frame was handed to
-   * its socket, and the paths of its first and last `create` record (`-` when none).
+   * monotonic ns when the batch reached the feed and when every subscriber's frame was written to
+   * its socket (or queued behind what the socket holds), and the paths of its first and last
+   * `create` record (`-` when none).
    */
   readonly traceFile?: string;
 }
@@ -216,8 +217,11 @@ export class RootFeed {
     }
     flush();
     if (this.#traceFile !== undefined) {
-      this.#traceLines.push(`${recvNs} ${process.hrtime.bigint()} ${firstCreate ?? '-'} ${lastCreate ?? '-'}\n`);
-      if (this.#traceLines.length >= 64) this.#flushTrace();
+      // After the tick's gathered socket writes, which run as a microtask queued before this one.
+      queueMicrotask(() => {
+        this.#traceLines.push(`${recvNs} ${process.hrtime.bigint()} ${firstCreate ?? '-'} ${lastCreate ?? '-'}\n`);
+        if (this.#traceLines.length >= 64) this.#flushTrace();
+      });
     }
     if (marker && this.#expectMarker) {
       const resolve = this.#expectMarker;
@@ -303,15 +307,18 @@ export class RootFeed {
   #records(changes: readonly Change[]): EventRecord[] {
     const out: EventRecord[] = [];
     const t = this.table;
+    // Watch paths are absolute and normal: below the root they start with its path and a slash.
+    const prefix = `${this.root}/`;
+    const below = (path: string): string | undefined => (path.startsWith(prefix) ? path.slice(prefix.length) : undefined);
     for (const c of changes) {
-      const rel = relative(this.root, c.path);
-      if (rel.startsWith('..') || rel === '') continue;
-      const name = basename(rel);
+      const rel = below(c.path);
+      if (rel === undefined) continue;
+      const name = rel.slice(rel.lastIndexOf('/') + 1);
+      const oldRel = c.oldPath === undefined ? undefined : below(c.oldPath);
       try {
-        if (c.type === 'rename' && c.oldPath !== undefined) {
-          const oldRel = relative(this.root, c.oldPath);
+        if (c.type === 'rename' && oldRel !== undefined) {
           const { node, oldParent, newParent } = t.renamed(oldRel, rel, c.isDir);
-          const oldName = basename(oldRel);
+          const oldName = oldRel.slice(oldRel.lastIndexOf('/') + 1);
           out.push({
             kind: 'rename',
             object: t.ref(node),

@@ -6,7 +6,7 @@
  * @packageDocumentation
  */
 import { lstatSync, realpathSync, type Stats } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import { native } from '../native.js';
 import { isWellFormedId, type ObjectRef, type StatInfo } from './protocol.js';
 
@@ -35,6 +35,22 @@ export type IdError = 'unknown-object' | 'stale-object';
 
 /** The result of resolving a client's id. */
 export type Resolved = { ok: true; node: IdNode; path: string; abs: string } | { ok: false; code: IdError; message: string };
+
+/** Bytes of an id (24 hex digits on the wire). */
+const ID_BYTES = 12;
+/** Random bytes for the next ids: one refill per 512 ids instead of a Buffer per id. */
+const idPool = Buffer.alloc(ID_BYTES * 512);
+let idAt = idPool.length;
+
+/** A new random id. */
+function newId(): string {
+  if (idAt === idPool.length) {
+    randomFillSync(idPool);
+    idAt = 0;
+  }
+  idAt += ID_BYTES;
+  return idPool.toString('hex', idAt - ID_BYTES, idAt);
+}
 
 /** Dead nodes kept (so their ids answer "stale", not "unknown") before the oldest are dropped. */
 export const MAX_DEAD = 100_000;
@@ -65,11 +81,6 @@ function isSavedNode(n: unknown): n is SavedNode {
     typeof path === 'string' && path !== '' && !path.split('/').some((p) => p === '' || p === '.' || p === '..') && !path.includes('\0') &&
     typeof handleKey === 'string' && typeof inodeKey === 'string' && typeof isDir === 'boolean'
   );
-}
-
-/** Split a relative path into its names ('' is the root). */
-function names(rel: string): string[] {
-  return rel === '' ? [] : rel.split('/');
 }
 
 /** Stat information a client may see: no inode numbers, no device numbers. */
@@ -187,17 +198,14 @@ export class IdTable {
    * identity, which no id request can resolve).
    */
   at(rel: string, isDir: boolean): { node: IdNode; parent: IdNode } {
-    const parts = names(rel);
-    if (parts.length === 0) return { node: this.root, parent: this.root };
-    const parent = this.#dir(parts.slice(0, -1));
-    return { node: this.#child(parent, parts[parts.length - 1]!, isDir), parent };
+    if (rel === '') return { node: this.root, parent: this.root };
+    const { parent, parentPath, name } = this.#split(rel);
+    return { node: this.#child(parent, name, isDir, parentPath), parent };
   }
 
   /** The object at `rel` was deleted: its node (known or not) becomes dead. */
   deleted(rel: string, isDir: boolean): { node: IdNode; parent: IdNode } {
-    const parts = names(rel);
-    const parent = this.#dir(parts.slice(0, -1));
-    const name = parts[parts.length - 1] ?? '';
+    const { parent, name } = this.#split(rel);
     const node = parent.children?.get(name) ?? this.#newNode(parent, name, isDir, undefined);
     this.#kill(node);
     return { node, parent };
@@ -205,12 +213,8 @@ export class IdTable {
 
   /** The object at `from` is now at `to`: one node moves, with everything below it. */
   renamed(from: string, to: string, isDir: boolean): { node: IdNode; oldParent: IdNode; newParent: IdNode } {
-    const fromParts = names(from);
-    const toParts = names(to);
-    const oldParent = this.#dir(fromParts.slice(0, -1));
-    const newParent = this.#dir(toParts.slice(0, -1));
-    const oldName = fromParts[fromParts.length - 1] ?? '';
-    const newName = toParts[toParts.length - 1] ?? '';
+    const { parent: oldParent, name: oldName } = this.#split(from);
+    const { parent: newParent, name: newName } = this.#split(to);
     const known = oldParent.children?.get(oldName);
     if (known) {
       oldParent.children!.delete(oldName);
@@ -266,17 +270,36 @@ export class IdTable {
     return this.#child(dir, name, false);
   }
 
-  /** Walk to a directory node, naming missing ones from the filesystem. */
-  #dir(parts: readonly string[]): IdNode {
-    let n = this.root;
-    for (const name of parts) n = n.children?.get(name) ?? this.#child(n, name, true);
-    return n;
+  /** The directory node holding `rel` (named on the way), its path, and the last name of `rel`. */
+  #split(rel: string): { parent: IdNode; parentPath: string; name: string } {
+    const cut = rel.lastIndexOf('/');
+    const parentPath = cut < 0 ? '' : rel.slice(0, cut);
+    return { parent: this.#dir(parentPath), parentPath, name: rel.slice(cut + 1) };
   }
 
-  /** The node of the object now at `parent/name`, checked against the filesystem. */
-  #child(parent: IdNode, name: string, isDir: boolean): IdNode {
+  /**
+   * Walk to the directory node at `path`, naming missing ones from the filesystem. Every node
+   * reached through `children` is attached, so its path is the names walked so far.
+   */
+  #dir(path: string): IdNode {
+    let n = this.root;
+    if (path === '') return n;
+    let at = 0;
+    for (;;) {
+      const end = path.indexOf('/', at);
+      const name = end < 0 ? path.slice(at) : path.slice(at, end);
+      n = n.children?.get(name) ?? this.#child(n, name, true, at === 0 ? '' : path.slice(0, at - 1));
+      if (end < 0) return n;
+      at = end + 1;
+    }
+  }
+
+  /**
+   * The node of the object now at `parent/name`, checked against the filesystem. `path` is the
+   * parent's (undefined: the parent or a directory above it is dead).
+   */
+  #child(parent: IdNode, name: string, isDir: boolean, path = this.pathOf(parent)): IdNode {
     const existing = parent.children?.get(name);
-    const path = this.pathOf(parent);
     let identity: { handleKey: string; inodeKey: string; isDir: boolean } | undefined;
     try {
       identity = path === undefined ? undefined : this.#identity(this.abs(path === '' ? name : `${path}/${name}`));
@@ -318,6 +341,11 @@ export class IdTable {
       // The inode was reused by a new object: same id, next generation; the old one is stale.
       this.#kill(prev);
       node = this.#newNode(parent, name, identity.isDir, identity, prev.id, prev.gen + 1);
+      // Now only its place among the dead nodes refers to the old node: its strings can go (it
+      // would otherwise keep them for MAX_DEAD deletes, for the major GC to mark each time).
+      prev.handleKey = prev.inodeKey = undefined;
+      prev.name = '';
+      prev.parent = undefined;
     } else {
       node = this.#newNode(parent, name, identity.isDir, identity);
     }
@@ -374,7 +402,7 @@ export class IdTable {
     name: string,
     isDir: boolean,
     identity: { handleKey: string; inodeKey: string } | undefined,
-    id = randomBytes(12).toString('hex'),
+    id = newId(),
     gen = 1,
   ): IdNode {
     const node: IdNode = {

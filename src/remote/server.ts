@@ -186,7 +186,7 @@ export async function serve(options: ServeOptions = {}): Promise<RemoteServer> {
         socket.destroy();
         return;
       }
-      connections.add(new Connection(host, socketTransport(socket), { kind: 'peer', peer }));
+      connections.add(new Connection(host, socketTransport(socket, true), { kind: 'peer', peer }));
     });
     await new Promise<void>((resolve, reject) => {
       unix!.once('error', reject);

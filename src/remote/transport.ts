@@ -5,6 +5,7 @@
  */
 import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
+import { gather, gatheredBytes, release, writeThrough } from './gathered-writes.js';
 
 /** A connected byte pipe with backpressure. */
 export interface Transport {
@@ -44,32 +45,48 @@ function closeListeners(conn: Socket | WebSocket): (fn: (error?: Error) => void)
 /** Bytes a WebSocket may hold unsent before it counts as congested. */
 const WS_HIGH_WATER = 64 * 1024;
 
-/** A stream socket (unix or TCP) as a transport. */
-export function socketTransport(socket: Socket): Transport {
+/**
+ * A stream socket (unix or TCP) as a transport. With `gatherWrites` (a server's sockets), frames
+ * sent while the socket has nothing queued are gathered with other sockets' frames of the same
+ * tick and sent in one system call (see gathered-writes.ts).
+ */
+export function socketTransport(socket: Socket, gatherWrites = false): Transport {
   const onClose = closeListeners(socket);
+  const drainFns: (() => void)[] = [];
+  socket.on('drain', () => {
+    for (const fn of drainFns) fn();
+  });
+  /** Gathering counts against the socket's high-water mark like its own queue. */
+  const congested = (): boolean => socket.writableNeedDrain || gatheredBytes(socket) >= socket.writableHighWaterMark;
+  /** After the tick's send: a sender held back by gathered bytes may go on. */
+  const sent = (): void => {
+    if (!socket.writableNeedDrain && !socket.destroyed) for (const fn of drainFns) fn();
+  };
   return {
     send: (parts) => {
-      if (parts.length === 1) {
-        socket.write(parts[0]!);
-        return;
-      }
-      socket.cork();
-      for (const p of parts) socket.write(p);
-      socket.uncork();
+      if (!gatherWrites || !gather(socket, parts, sent)) writeThrough(socket, parts);
     },
     get congested() {
-      return socket.writableNeedDrain;
+      return congested();
     },
     get pendingBytes() {
-      return socket.writableLength;
+      return socket.writableLength + gatheredBytes(socket);
     },
     onData: (fn) => void socket.on('data', fn),
     pause: () => void socket.pause(),
     resume: () => void socket.resume(),
-    onDrain: (fn) => void socket.on('drain', fn),
+    onDrain: (fn) => void drainFns.push(fn),
     onClose,
-    end: () => void socket.end(),
-    destroy: () => void socket.destroy(),
+    end: () => {
+      // Frames gathered for this tick go first.
+      const parts = release(socket);
+      if (parts) writeThrough(socket, parts);
+      socket.end();
+    },
+    destroy: () => {
+      release(socket);
+      socket.destroy();
+    },
   };
 }
 
