@@ -476,6 +476,10 @@ export class IdTable {
     if (node.parent?.children?.get(node.name) === node) node.parent.children.delete(node.name);
     if (node.dead) return;
     node.dead = true;
+    // A dead node names nothing (pathOf stops at it), and it is kept for MAX_DEAD deletes: its
+    // name (a slice holding the whole path it came from) and its parent can go now.
+    node.name = '';
+    node.parent = undefined;
     this.#retire(node);
   }
 
