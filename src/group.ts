@@ -439,6 +439,11 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
     this.#modifyMark(MarkFlag.ADD, null, { ...options, dirFd: fd });
   }
 
+  /** Remove events from the mark (or, with `ignore`, the ignore mark) of the object an open fd refers to. */
+  unmarkFd(fd: number, options: Omit<MarkOptions, 'dirFd'>): void {
+    this.#modifyMark(MarkFlag.REMOVE, null, { ...options, dirFd: fd });
+  }
+
   /** Remove every mark of a kind (`inode` also flushes ignore marks' inode marks). */
   flush(kind: MarkKind = 'inode'): void {
     this.#assertOpen();
