@@ -8,6 +8,7 @@ import { resolve as resolvePath } from 'node:path';
 import { FanotifyGroup, isPermissionEvent, type GroupEvent, type PermissionEvent } from '../group.js';
 import { FanotifyError } from '../errors.js';
 import { native } from '../native.js';
+import type { ResponseStats } from '../responses.js';
 import type { EventName } from '../kernel/names.js';
 import type { DenyErrno } from '../kernel/constants.js';
 import { DENY_ERRNOS } from '../kernel/constants.js';
@@ -214,6 +215,11 @@ export class Guard {
   /** Permission events read and not yet answered. */
   get pending(): number {
     return this.#group.pendingCount;
+  }
+
+  /** How many answers the guard's group wrote, in how many write calls (several in one writev when they were given together). */
+  get responseStats(): ResponseStats {
+    return this.#group.responseStats;
   }
 
   /**
