@@ -131,12 +131,6 @@ const IGNORE_KIND: Record<AccessKind, IgnoreMark> = {
 };
 /** Bytes of a change stamp (native.changeStamp). */
 const STAMP_BYTES = 24;
-/**
- * How long what is left of a decision answered on a reply waits for the next read batch (see
- * Guard.#afterAnswers): longer than the step from one open to the next in a busy sequence, short
- * against the decision log's batching.
- */
-const AFTER_REPLY_MS = 2;
 
 /** A running guard. */
 export class Guard {
@@ -159,15 +153,10 @@ export class Guard {
   readonly metrics = new GuardMetrics();
   #closed = false;
   /**
-   * What is left of answered decisions (ignore marks, closing their fds, metrics, the log), done
-   * when the guard would otherwise wait. For decisions made while the group handles a read batch,
-   * once the batch's answers are written. For decisions answered on a scanner's (or handler's)
-   * reply, once the next read batch is handled: its scan requests are out by then, so this runs
-   * while the scanner works, not between an answer and the next event, whose process is on its
-   * way. Without a next batch, {@link AFTER_REPLY_MS} after the answer.
+   * What is left of the decisions answered while the group handles a read batch (ignore marks,
+   * metrics, the log): their answers are written when the batch ends, and this runs after that.
    */
   #afterAnswers: (() => void)[] = [];
-  #afterTimer: NodeJS.Timeout | undefined;
   /** For the change stamp after a scan (compared at once, so one buffer serves every scan). */
   readonly #stampNow = Buffer.alloc(STAMP_BYTES);
 
@@ -326,18 +315,7 @@ export class Guard {
     this.#afterAnswers.push(() => void this.#record(d, fd));
   }
 
-  /** Finish a decision answered on a reply: after the next read batch, or soon (see #afterAnswers). */
-  #afterReply(task: () => void): void {
-    this.#afterAnswers.push(task);
-    this.#afterTimer ??= setTimeout(this.#afterTimerFired, AFTER_REPLY_MS).unref();
-  }
-
-  readonly #afterTimerFired = (): void => {
-    this.#afterTimer = undefined;
-    this.#runAfterAnswers();
-  };
-
-  /** Cache, count and log the decisions answered so far (see #afterAnswers). */
+  /** After the group wrote the answers of a read batch: cache, count and log their decisions. */
   #runAfterAnswers(): void {
     const tasks = this.#afterAnswers;
     if (tasks.length === 0) return;
@@ -419,14 +397,8 @@ export class Guard {
       d.error = res.error.message;
     }
     d.cacheable &&= res.verdict === 'clean';
-    const fd = this.#answer(d);
-    const { onInfected } = this.#options;
-    if (!d.signature || !onInfected) {
-      this.#afterReply(() => void this.#record(d, fd));
-      return;
-    }
-    const record = this.#record(d, fd);
-    if (record) await onInfected({ ...record, signature: d.signature });
+    const record = this.#record(d, this.#answer(d));
+    if (record && d.signature && this.#options.onInfected) await this.#options.onInfected({ ...record, signature: d.signature });
   }
 
   async #asked(d: Decided): Promise<void> {
@@ -442,8 +414,7 @@ export class Guard {
       d.answer = this.#policy.policy.onError;
       d.error = err instanceof Error ? err.message : String(err);
     }
-    const fd = this.#answer(d);
-    this.#afterReply(() => void this.#record(d, fd));
+    this.#record(d, this.#answer(d));
   }
 
   /**
@@ -598,10 +569,6 @@ export class Guard {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    // Log and count what was answered; decisions still running finish on their own.
-    clearTimeout(this.#afterTimer);
-    this.#afterTimer = undefined;
-    this.#runAfterAnswers();
     await this.#group.close();
     await this.#workers?.close();
   }
