@@ -293,10 +293,22 @@ async function main(): Promise<void> {
             const found = (log.match(/FOUND/g) ?? []).length;
             res.notes!.push(`${mode}: exit ${String(code)}, its log has ${found} FOUND lines`);
           } else {
-            const m = /\{"metrics":(.*)\}\s*$/m.exec(tool.err());
-            const metrics = m ? (JSON.parse(m[1]!) as { decisions: number; byAnswer: { deny: number }; cacheInserts: number; failures: number; late: number }) : undefined;
+            const line = /^\{"metrics":.*$/m.exec(tool.err())?.[0];
+            const printed = line
+              ? (JSON.parse(line) as {
+                  metrics: { decisions: number; byAnswer: { deny: number }; cacheInserts: number; cacheRefused?: number; failures: number; late: number };
+                  responses?: { responses: number; writes: number };
+                })
+              : undefined;
+            const m = printed?.metrics;
+            const w = printed?.responses;
             res.notes!.push(
-              `${mode}: exit ${String(code)}, metrics ${metrics ? `${metrics.decisions} decisions, ${metrics.byAnswer.deny} denied, ${metrics.cacheInserts} cached, ${metrics.failures} failures, ${metrics.late} late` : 'none'}`,
+              `${mode}: exit ${String(code)}, metrics ${
+                m
+                  ? `${m.decisions} decisions, ${m.byAnswer.deny} denied, ${m.cacheInserts} cached, ${m.cacheRefused ?? 0} not cached (changed or open for writing), ${m.failures} failures, ${m.late} late` +
+                    (w ? `; ${w.responses} answers in ${w.writes} writes` : '')
+                  : 'none'
+              }`,
             );
           }
           if (o.countScans) {

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -2193,6 +2194,58 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
+/* ---- change stamps (the guard's scan cache) ---------------------------- */
+
+/* Bytes changeStamp writes: ctime seconds, ctime nanoseconds, size, each an int64. */
+#define CHANGE_STAMP_BYTES 24
+
+/*
+ * changeStamp(fd, out, noWriters): write the file's change stamp to out and return true.
+ *
+ * With noWriters, the stamp is taken first and then a read lease is taken and dropped at once: the
+ * kernel refuses it (EAGAIN) while anyone has the file open for writing, so success proves that
+ * no write was in progress after the stamp. A writer opening the file while the lease is held
+ * waits for the drop and makes the kernel signal the lease holder; the signal of this fd is set
+ * to SIGURG (ignored by default) first, because the default SIGIO would end the process.
+ * Returns false for a file that is not regular, is open for writing, or whose filesystem refuses
+ * leases. An fstat failure (a bad fd) is thrown.
+ */
+static napi_value js_change_stamp(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int32_t fd;
+  void *data;
+  size_t len;
+  bool no_writers;
+  if (!get_args(env, info, 3, argv) || !arg_int32(env, argv[0], "fd", &fd) ||
+      !arg_buffer(env, argv[1], "out", &data, &len))
+    return NULL;
+  if (napi_get_value_bool(env, argv[2], &no_writers) != napi_ok) return throw_type(env, "noWriters", "a boolean");
+  if (len < CHANGE_STAMP_BYTES) return throw_range(env, "out", "at least 24 bytes long");
+  struct stat st;
+  if (fstat(fd, &st) < 0) return throw_errno(env, errno, "fstat");
+  bool ok = S_ISREG(st.st_mode);
+  if (ok && no_writers) {
+    int rc;
+    ok = fcntl(fd, F_SETSIG, SIGURG) == 0;
+    if (ok) {
+      do {
+        rc = fcntl(fd, F_SETLEASE, F_RDLCK);
+      } while (rc < 0 && errno == EINTR);
+      ok = rc == 0;
+    }
+    if (ok) {
+      do {
+        rc = fcntl(fd, F_SETLEASE, F_UNLCK);
+      } while (rc < 0 && errno == EINTR);
+    }
+  }
+  int64_t stamp[3] = {(int64_t)st.st_ctim.tv_sec, (int64_t)st.st_ctim.tv_nsec, (int64_t)st.st_size};
+  memcpy(data, stamp, sizeof stamp);
+  napi_value result;
+  NAPI_OK(env, napi_get_boolean(env, ok, &result));
+  return result;
+}
+
 /* ---- module ------------------------------------------------------------ */
 
 static napi_value make_constants(napi_env env) {
@@ -2254,6 +2307,7 @@ NAPI_MODULE_INIT() {
       METHOD("accessAs", js_access_as),
       METHOD("setLease", js_set_lease),
       METHOD("getLease", js_get_lease),
+      METHOD("changeStamp", js_change_stamp),
       METHOD("close", js_close),
       {"constants", NULL, NULL, NULL, NULL, constants, napi_enumerable, NULL},
   };

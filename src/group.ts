@@ -3,7 +3,6 @@
  * It is the only owner of an fanotify fd.
  * @packageDocumentation
  */
-import { writeSync } from 'node:fs';
 import { native, type AccessTable, type Reader } from './native.js';
 import {
   InitFlag,
@@ -21,6 +20,7 @@ import { DecodeError, type ByteRange, type DecodedEvent, type DirEntryRef, type 
 import type { FileId } from './kernel/fileid.js';
 import { maskOf, type EventName, type PermissionEventName } from './kernel/names.js';
 import { explainInitError, explainMarkError, FanotifyError } from './errors.js';
+import { ResponseWriter, type ResponseStats } from './responses.js';
 
 /** The group's class: plain notification, content permission, or pre-content (HSM). */
 export type GroupClass = 'notif' | 'content' | 'preContent';
@@ -150,7 +150,10 @@ export interface EventControl {
 
 /** A permission event: answer it once with {@link PermissionControl.allow} or `deny`. */
 export interface PermissionControl extends EventControl {
-  /** Whether a verdict has been written. */
+  /**
+   * Whether a verdict has been given. Verdicts given while a listener handles a read batch are
+   * written together when the batch has been handled, before `onBatchEnd` runs.
+   */
   readonly answered: boolean;
   /** Allow the access. */
   allow(options?: { audit?: boolean; info?: AuditRuleInfo }): boolean;
@@ -185,7 +188,10 @@ export interface ListenOptions {
    * should close the group or exit (the kernel then answers what is pending). Default: onError.
    */
   readonly onReadFailure?: (err: unknown) => void;
-  /** Called after each read() batch has been handed to the handler (e.g. to flush output). */
+  /**
+   * Called after each read() batch has been handed to the handler and the verdicts given meanwhile
+   * have been written (e.g. to flush output, or to do what can wait until the accessing processes run).
+   */
   readonly onBatchEnd?: () => void;
 }
 
@@ -315,8 +321,15 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
   /** One timer for the oldest pending event, instead of one per event. */
   #deadlineTimer: NodeJS.Timeout | undefined;
   #refed = true;
-  /** The 8-byte response, reused: writeSync is done with it before anything else runs. */
-  readonly #response = Buffer.alloc(8);
+  /**
+   * Answers are queued here while a read batch is handled and written together when it ends;
+   * outside a batch, at once.
+   */
+  readonly #responses: ResponseWriter;
+  /** Handling a read batch: answers wait for its end. */
+  #batching = false;
+  /** Event fds to close once the batch's answers are written (the kernel matches answers by fd number). */
+  #closeAfterAnswers: number[] = [];
   #reader: Reader | undefined;
   #closed = false;
   #consumer: 'iterator' | 'listener' | undefined;
@@ -346,6 +359,11 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
       answer: (ev, verdict, info) => this.#pending.get(ev.fd) === ev && this.#answer(ev.fd, verdict, info),
       preContent: (flags & 0xc) === InitFlag.CLASS_PRE_CONTENT,
     };
+    this.#responses = new ResponseWriter(fd, (err) => {
+      // ENOENT: the kernel no longer waits on this fd (already answered). Anything else is a
+      // real failure the user must see.
+      if ((err as { code?: string }).code !== 'ENOENT') this.#onError(err);
+    });
   }
 
   /**
@@ -393,6 +411,14 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
   }
 
   /**
+   * How many answers were written, in how many write calls. Answers given while one read batch
+   * is handled (synchronously, by a listener) are written together when the batch ends.
+   */
+  get responseStats(): ResponseStats {
+    return this.#responses.stats;
+  }
+
+  /**
    * Add a mark (or an ignore mark) on a path.
    * @throws FanotifyError that names the problem: privilege, filesystem type, kernel version.
    */
@@ -411,6 +437,11 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
    */
   markFd(fd: number, options: Omit<MarkOptions, 'dirFd'>): void {
     this.#modifyMark(MarkFlag.ADD, null, { ...options, dirFd: fd });
+  }
+
+  /** Remove events from the mark (or, with `ignore`, the ignore mark) of the object an open fd refers to. */
+  unmarkFd(fd: number, options: Omit<MarkOptions, 'dirFd'>): void {
+    this.#modifyMark(MarkFlag.REMOVE, null, { ...options, dirFd: fd });
   }
 
   /** Remove every mark of a kind (`inode` also flushes ignore marks' inode marks). */
@@ -582,7 +613,28 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
     }, delay);
   }
 
+  /**
+   * Run fn with its answers queued, then write them all in one writev (and close their fds). No
+   * answer waits on anything but fn: the answers of one read batch, of the deadlines that fall
+   * due together, of a close.
+   */
+  #together(fn: () => void): void {
+    const outer = this.#batching;
+    this.#batching = true;
+    try {
+      fn();
+    } finally {
+      this.#batching = outer;
+      // Also when nested (a handler closing the group): what is queued goes out before the fd closes.
+      this.#writeAnswers();
+    }
+  }
+
   #ingest(batch: Buffer, deliver: (ev: GroupEvent) => void): void {
+    this.#together(() => this.#deliverAll(batch, deliver));
+  }
+
+  #deliverAll(batch: Buffer, deliver: (ev: GroupEvent) => void): void {
     let offset = 0;
     while (offset < batch.length) {
       let decoded: { event: DecodedEvent; next: number };
@@ -652,16 +704,18 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
   /** Answer every pending event that is due, and wait for the next one. */
   readonly #onDeadline = (): void => {
     this.#deadlineTimer = undefined;
-    const now = performance.now();
-    for (const ev of this.#pending.values()) {
-      const left = PermEvent.deadlineOf(ev) - now;
-      // Timers count whole ms of the loop's clock: within 1 ms is due.
-      if (left > 1) {
-        this.#deadlineTimer = this.#armDeadline(Math.ceil(left));
-        return;
+    this.#together(() => {
+      const now = performance.now();
+      for (const ev of this.#pending.values()) {
+        const left = PermEvent.deadlineOf(ev) - now;
+        // Timers count whole ms of the loop's clock: within 1 ms is due.
+        if (left > 1) {
+          this.#deadlineTimer = this.#armDeadline(Math.ceil(left));
+          return;
+        }
+        this.#answer(ev.fd, this.#defaultVerdict);
       }
-      this.#answer(ev.fd, this.#defaultVerdict);
-    }
+    });
   };
 
   /**
@@ -673,26 +727,29 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
     if (!ev && !untracked) return false;
     this.#pending.delete(fd);
     const ownsFd = ev ? PermEvent.settle(ev) : true;
-    if (!this.#closed || untracked) {
-      try {
-        let buf: Buffer = this.#response;
-        if (info) buf = encodeResponse(fd, verdict, info);
-        else {
-          buf.writeUInt32LE(responseWord(verdict), 4);
-          buf.writeInt32LE(fd, 0);
-        }
-        writeSync(this.fd, buf);
-      } catch (err) {
-        // ENOENT: the kernel no longer waits on this fd (already answered). Anything else is a
-        // real failure the user must see, but the fd is still ours to close.
-        if ((err as { code?: string }).code !== 'ENOENT') this.#onError(err);
-      }
+    if (!this.#closed) {
+      if (info) this.#responses.addEncoded(encodeResponse(fd, verdict, info));
+      else this.#responses.add(fd, responseWord(verdict));
     }
-    if (ownsFd) this.#closeFd(fd);
+    if (this.#batching) {
+      if (ownsFd) this.#closeAfterAnswers.push(fd);
+    } else {
+      this.#writeAnswers();
+      if (ownsFd) this.#closeFd(fd);
+    }
     // An unref'd group must not be kept alive by a deadline with nothing left to answer.
     if (!this.#refed && this.#pending.size === 0) this.#clearDeadline();
     this.#updateFlow();
     return true;
+  }
+
+  /** Write the queued answers, then close the event fds that waited for them. */
+  #writeAnswers(): void {
+    this.#responses.flush();
+    const fds = this.#closeAfterAnswers;
+    if (fds.length === 0) return;
+    this.#closeAfterAnswers = [];
+    for (const fd of fds) this.#closeFd(fd);
   }
 
   #release(ev: GroupEvent): void {
@@ -768,12 +825,15 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
     if (this.#closed) return;
     this.#reader?.stop();
     this.#reader = undefined;
-    // Answer before marking closed, so the answers are written while the fd is open.
-    for (const fd of [...this.#pending.keys()]) this.#answer(fd, this.#defaultVerdict);
-    for (const ev of this.#queue) {
-      if (isPermissionEvent(ev)) this.#answer(ev.fd, this.#defaultVerdict);
-      else this.#release(ev);
-    }
+    // Answer before marking closed, so the answers are written while the fd is open (in one
+    // writev, with any that the batch being handled had queued).
+    this.#together(() => {
+      for (const fd of [...this.#pending.keys()]) this.#answer(fd, this.#defaultVerdict);
+      for (const ev of this.#queue) {
+        if (isPermissionEvent(ev)) this.#answer(ev.fd, this.#defaultVerdict);
+        else this.#release(ev);
+      }
+    });
     this.#queue = [];
     this.#releaseLastDelivered();
     this.#clearDeadline();

@@ -216,6 +216,13 @@ export interface NativeAddon {
   setLease(fd: number, type: number): void;
   /** fcntl F_GETLEASE; returns F_RDLCK, F_WRLCK or F_UNLCK. */
   getLease(fd: number): number;
+  /**
+   * fstat the file into `out` (at least 24 bytes: ctime seconds, ctime nanoseconds, size, each an
+   * int64) and return true. With `noWriters`, then take a read lease and drop it at once: false
+   * when anyone has the file open for writing (or the filesystem refuses leases), so that no
+   * write was in progress after the stamp. Also false for a file that is not regular.
+   */
+  changeStamp(fd: number, out: Buffer, noWriters: boolean): boolean;
   /** close(2); EINTR is ignored. */
   close(fd: number): void;
   /** Platform constants. */

@@ -368,6 +368,51 @@ describe('guard on ext4', { timeout: 180_000 }, () => {
     }
   });
 
+  test('a write that ends between the scan and the ignore mark leaves the file uncached', async () => {
+    // The writer finishes after the scanner has read the file and before the guard marks it: the
+    // kernel drops an ignore mark on modification only once the mark is there, so a mark placed
+    // now would let every later open read content nobody scanned.
+    let scans = 0;
+    const scanner = functionScanner('racy', async () => {
+      if (++scans === 1) await fs.promises.appendFile(`${dir}/plain.txt`, ' unscanned');
+      return { verdict: 'clean' };
+    });
+    const { guard, log } = setup({ rules: [{ verdict: 'scan' }] }, { scanner });
+    try {
+      assert.equal((await openInChild(`${dir}/plain.txt`)).ok, true);
+      assert.deepEqual(log.map((r) => r.cached), [false]);
+      assert.equal(guard.metrics.cacheRefused, 1);
+      // Decided again, and this time nothing changed while it was scanned: cached.
+      assert.deepEqual([(await openInChild(`${dir}/plain.txt`, { read: true })).data, scans], ['plain.txt unscanned', 2]);
+      assert.deepEqual(log.map((r) => r.cached), [false, true]);
+      assert.equal((await openInChild(`${dir}/plain.txt`)).ok, true);
+      assert.equal(log.length, 2, 'the kernel answered the third open itself');
+    } finally {
+      await guard.close();
+    }
+  });
+
+  test('a file open for writing while it is scanned is not cached', async () => {
+    // A write under way while the scanner reads may end before the mark without changing the
+    // file's ctime again: the scan result of a file someone can write to is not cached.
+    const scanner = functionScanner('clean', () => ({ verdict: 'clean' }));
+    const { guard, log } = setup({ rules: [{ verdict: 'scan' }] }, { scanner });
+    const writer = await fs.promises.open(`${dir}/plain.txt`, 'r+');
+    let writerOpen = true;
+    try {
+      assert.equal((await openInChild(`${dir}/plain.txt`)).ok, true);
+      assert.deepEqual(log.map((r) => r.cached), [false]);
+      await writer.close();
+      writerOpen = false;
+      assert.equal((await openInChild(`${dir}/plain.txt`)).ok, true);
+      assert.deepEqual(log.map((r) => r.cached), [false, true]);
+      assert.equal(guard.metrics.cacheRefused, 1);
+    } finally {
+      if (writerOpen) await writer.close();
+      await guard.close();
+    }
+  });
+
   test('dry run decides and logs, but allows', async () => {
     const { guard, log } = setup({ rules: [{ match: { path: '**/*.key' }, verdict: 'deny' }] }, { dryRun: true });
     try {
@@ -437,6 +482,16 @@ describe('on-access scanning with a real clamd', { timeout: 180_000 }, () => {
         const clean = await openInChild(`${dir}/clean.txt`, { read: true, timeoutMs: 20_000 });
         assert.deepEqual([clean.ok, clean.data], [true, 'hello']);
         assert.equal(log.find((r) => r.path.endsWith('bad.txt'))?.signature, TEST_SIGNATURE_REPORTED);
+        assert.deepEqual(
+          log.map((r) => [r.path.slice(dir.length + 1), r.answer, r.cached]),
+          [
+            ['bad.txt', 'deny', false],
+            ['clean.txt', 'allow', true],
+          ],
+        );
+        // Cached: the kernel answers the next open itself.
+        assert.equal((await openInChild(`${dir}/clean.txt`, { timeoutMs: 20_000 })).ok, true);
+        assert.equal(log.length, 2);
       } finally {
         await guard.close();
         await scanner.close();

@@ -8,10 +8,44 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { FanotifyGroup, isPermissionEvent, type GroupEvent, type PermissionEvent } from '../src/group.js';
 import { FanotifyError } from '../src/errors.js';
+import { ResponseWriter } from '../src/responses.js';
+import { responseWord } from '../src/kernel/encode.js';
 import { createLoopFs, useLoopFs, requireRoot, type LoopFs } from './helpers/loopfs.js';
 import { openInChild, runInChild, deadline } from './helpers/proc.js';
 
 requireRoot();
+
+/**
+ * Resolves once every pid is blocked in the kernel waiting for a permission answer (its wchan is
+ * fanotify_handle_event), so that their events are queued; rejects after `ms`.
+ */
+async function blockedInFanotify(pids: readonly number[], ms = 10_000): Promise<void> {
+  const waiting = (pid: number): boolean => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/wchan`, 'utf8') === 'fanotify_handle_event';
+    } catch {
+      return false;
+    }
+  };
+  await deadline(
+    (async () => {
+      while (!pids.every(waiting)) await new Promise((r) => setTimeout(r, 10));
+    })(),
+    ms,
+    `processes ${pids.join(', ')} to wait on a permission event`,
+  );
+}
+
+/** `n` children opening `paths[i]`; resolves with their pids once each has started. */
+function openersOf(paths: readonly string[]): { pids: Promise<number[]>; results: Promise<Awaited<ReturnType<typeof openInChild>>[]> } {
+  const spawned: Promise<number>[] = [];
+  const results = paths.map((p) => {
+    let onSpawn!: (pid: number) => void;
+    spawned.push(new Promise<number>((r) => (onSpawn = r)));
+    return openInChild(p, { onSpawn, timeoutMs: 20_000 });
+  });
+  return { pids: Promise.all(spawned), results: Promise.all(results) };
+}
 
 /** A group guarding `dir` for open permission, with a handler the test swaps. */
 function guard(
@@ -184,6 +218,97 @@ describe('permission events (class content) on ext4', { timeout: 60_000 }, () =>
       assert.equal(group.pendingCount, 0);
     } finally {
       await group.close();
+    }
+  });
+});
+
+describe('several answers in one write', { timeout: 60_000 }, () => {
+  const loop = useLoopFs({ fstype: 'ext4' });
+  const names = ['a0', 'd1', 'a2', 'd3'];
+  before(() => {
+    for (const f of ['gate', ...names]) fs.writeFileSync(`${loop.fs.dir}/${f}`, f);
+  });
+
+  test('the answers of one read batch go out in one writev, each with its own verdict', async () => {
+    // The reader stops while the gate's event is held (highWaterMark 1), so the four opens made
+    // meanwhile are queued in the kernel and read in one batch once the gate is answered.
+    let gateSeen!: () => void;
+    const gateArrived = new Promise<void>((r) => (gateSeen = r));
+    let openGate!: () => void;
+    const gateOpen = new Promise<void>((r) => (openGate = r));
+    const seen: string[] = [];
+    const group = guard(loop.fs.dir, { class: 'content', highWaterMark: 1 }, (ev) => {
+      const name = fs.readlinkSync(`/proc/self/fd/${ev.fd}`).slice(loop.fs.dir.length + 1);
+      seen.push(name);
+      if (name === 'gate') {
+        gateSeen();
+        return gateOpen.then(() => void ev.allow());
+      }
+      if (name.startsWith('a')) ev.allow();
+      else ev.deny();
+    });
+    try {
+      const gate = openInChild(`${loop.fs.dir}/gate`, { timeoutMs: 20_000 });
+      await deadline(gateArrived, 10_000, 'the gate event');
+      const openers = openersOf(names.map((f) => `${loop.fs.dir}/${f}`));
+      await blockedInFanotify(await openers.pids);
+      const before = group.responseStats;
+      openGate();
+      const results = await openers.results;
+      assert.deepEqual((await gate).ok, true);
+      assert.deepEqual(
+        results.map((r) => r.code),
+        [null, 'EPERM', null, 'EPERM'],
+      );
+      assert.deepEqual([...seen].slice(1).sort(), [...names].sort());
+      const after = group.responseStats;
+      assert.deepEqual(
+        { responses: after.responses - before.responses, writes: after.writes - before.writes },
+        { responses: 5, writes: 2 }, // the gate's answer alone, then the batch's four in one
+      );
+    } finally {
+      await group.close();
+    }
+  });
+
+  test('a response the kernel refuses in the middle of a batch loses none of the others', async () => {
+    // The kernel's writev stops at a refused response (ENOENT: no such pending event) and reads
+    // none after it; the writer reports it and writes the rest again.
+    const group = FanotifyGroup.open({ class: 'content', timeoutMs: 30_000 });
+    group.mark(loop.fs.dir, { kind: 'filesystem', events: ['openPerm'] });
+    const events = new Map<number, PermissionEvent>();
+    let got!: () => void;
+    const three = new Promise<void>((r) => (got = r));
+    group.listen((ev) => {
+      if (!isPermissionEvent(ev)) return;
+      events.set(ev.pid, ev);
+      if (events.size === 3) got();
+      return new Promise(() => {}); // held: the test answers through its own writer
+    });
+    try {
+      const openers = openersOf(['a0', 'd1', 'a2'].map((f) => `${loop.fs.dir}/${f}`));
+      const pids = await openers.pids;
+      await deadline(three, 10_000, 'three permission events');
+      const refused: [string | undefined, number][] = [];
+      const writer = new ResponseWriter(group.fd, (err, fd) => refused.push([(err as { code?: string }).code, fd]));
+      const [e0, e1, e2] = pids.map((pid) => events.get(pid)!);
+      writer.add(e0!.fd, responseWord({ allow: true }));
+      writer.add(99_999, responseWord({ allow: true })); // no event has this fd
+      writer.add(e2!.fd, responseWord({ allow: false }));
+      writer.flush();
+      assert.deepEqual(refused, [['ENOENT', 99_999]]);
+      assert.deepEqual(writer.stats, { responses: 3, writes: 3 }); // writev (1 taken), the refused one, the last
+      writer.add(e0!.fd, responseWord({ allow: true })); // answered already: refused alone
+      writer.flush();
+      assert.deepEqual(refused, [['ENOENT', 99_999], ['ENOENT', e0!.fd]]);
+      // The second opener still waits; answer it through the group.
+      assert.equal(e1!.deny(), true);
+      assert.deepEqual(
+        (await openers.results).map((r) => r.code),
+        [null, 'EPERM', 'EPERM'],
+      );
+    } finally {
+      await group.close(); // answers e0 and e2 again: ENOENT, ignored
     }
   });
 });

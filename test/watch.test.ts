@@ -202,6 +202,36 @@ describe('watch rules on ext4', { timeout: 120_000 }, () => {
     }
   });
 
+  test('a directory moved into a tree deleted in the same burst leaves a new directory at its old path named right', async () => {
+    // The rename into q is named only after q's delete, later in the read batch. Naming it then
+    // must not move what the cache learnt meanwhile: the new s (and s/a) would be named q/s.
+    // q exists before the watch, so its handle is not cached: it is named only by its delete.
+    const root = `${loop.fs.dir}/case${n++}`;
+    fs.mkdirSync(`${root}/q/d`, { recursive: true });
+    fs.mkdirSync(`${root}/s`);
+    const sub = watch(root, { debounceMs: 20, coalesce: false });
+    await sub.ready;
+    const log = new WatchLog(sub);
+    const close = (): Promise<void> => sub.close();
+    try {
+      // Synchronous: all of it is queued before the first read.
+      fs.renameSync(`${root}/s`, `${root}/q/s`);
+      fs.renameSync(`${root}/q/d`, `${root}/t`); // moved out before q goes: lives on at t
+      fs.rmSync(`${root}/q`, { recursive: true });
+      fs.mkdirSync(`${root}/s`);
+      fs.writeFileSync(`${root}/s/a`, '');
+      fs.writeFileSync(`${root}/t/x`, '');
+      // q/d's source is unnamed when read (q is gone): it is reported as moved in, with contents.
+      const got = (await log.take(8)).map((e) => short(e, root));
+      assert.deepEqual(got, ['rename s->q/s/', 'create t/', 'create t/x', 'delete q/s/', 'delete q/', 'create s/', 'create s/a', 'create t/x']);
+      fs.writeFileSync(`${root}/s/b`, '');
+      fs.writeFileSync(`${root}/t/y`, '');
+      assert.deepEqual((await log.take(2)).map((e) => short(e, root)), ['create s/b', 'create t/y']);
+    } finally {
+      await close();
+    }
+  });
+
   test('a directory moved in is created with its contents; moved out is deleted', async () => {
     const { root, log, close } = await setup();
     const outside = `${loop.fs.dir}/outside${n}`;

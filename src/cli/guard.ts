@@ -91,11 +91,12 @@ function run(guard: Guard, flags: CommonFlags, log: NonBlockingLines, onHup?: ()
         process.stderr.write('fan: SIGHUP: cached decisions flushed\n');
       }),
   );
-  process.on('SIGUSR1', () => process.stderr.write(`${JSON.stringify({ metrics: guard.metrics })}\n`));
+  const printMetrics = (): void => void process.stderr.write(`${JSON.stringify({ metrics: guard.metrics, responses: guard.responseStats })}\n`);
+  process.on('SIGUSR1', printMetrics);
   onShutdown(async () => {
     await guard.close(); // answers every pending event before exit
     await log.close(LOG_CLOSE_MS); // the last answers' decisions included
-    process.stderr.write(`${JSON.stringify({ metrics: guard.metrics })}\n`);
+    printMetrics();
   });
 }
 

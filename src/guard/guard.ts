@@ -7,6 +7,8 @@ import { readFileSync, readlinkSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { FanotifyGroup, isPermissionEvent, type GroupEvent, type PermissionEvent } from '../group.js';
 import { FanotifyError } from '../errors.js';
+import { native } from '../native.js';
+import type { ResponseStats } from '../responses.js';
 import type { EventName } from '../kernel/names.js';
 import type { DenyErrno } from '../kernel/constants.js';
 import { DENY_ERRNOS } from '../kernel/constants.js';
@@ -58,9 +60,18 @@ interface Decided {
   readonly rule: string;
   answer: 'allow' | 'deny';
   cacheable: boolean;
+  /**
+   * The file's change stamp before a scan whose clean result may be cached; taken only when
+   * nobody had the file open for writing (see {@link Guard.#cacheScanned}).
+   */
+  stamp?: Buffer;
   errno?: DenyErrno;
   signature?: string;
   error?: string;
+  /** From the event to the answer. */
+  latencyMs: number;
+  /** The group answered first (deadline) with its error verdict. */
+  late: boolean;
 }
 
 /** Options of {@link Guard.start}. */
@@ -107,12 +118,19 @@ const EVENT_KIND: Record<string, AccessKind> = {
   preAccess: 'access',
 };
 const KIND_EVENTS: Record<AccessKind, EventName> = { open: 'openPerm', access: 'accessPerm', exec: 'openExecPerm' };
+/** The options of an ignore mark. */
+interface IgnoreMark {
+  readonly events: readonly EventName[];
+  readonly ignore: true;
+}
 /** The ignore mark of one decided kind (shared: one per kind rather than one per decision). */
-const IGNORE_KIND: Record<AccessKind, { readonly events: readonly EventName[]; readonly ignore: true }> = {
+const IGNORE_KIND: Record<AccessKind, IgnoreMark> = {
   open: { events: ['openPerm'], ignore: true },
   access: { events: ['accessPerm'], ignore: true },
   exec: { events: ['openExecPerm'], ignore: true },
 };
+/** Bytes of a change stamp (native.changeStamp). */
+const STAMP_BYTES = 24;
 
 /** A running guard. */
 export class Guard {
@@ -134,6 +152,13 @@ export class Guard {
   #policy: CompiledPolicy;
   readonly metrics = new GuardMetrics();
   #closed = false;
+  /**
+   * What is left of the decisions answered while the group handles a read batch (ignore marks,
+   * metrics, the log): their answers are written when the batch ends, and this runs after that.
+   */
+  #afterAnswers: (() => void)[] = [];
+  /** For the change stamp after a scan (compared at once, so one buffer serves every scan). */
+  readonly #stampNow = Buffer.alloc(STAMP_BYTES);
 
   private constructor(group: FanotifyGroup, roots: string[], policy: CompiledPolicy, options: GuardOptions, workers?: WorkerPool) {
     this.#group = group;
@@ -174,7 +199,11 @@ export class Guard {
     }
     const workers = options.workers ? new WorkerPool(options.workers.module, options.workers.size) : undefined;
     const guard = new Guard(group, roots, policy, options, workers);
-    group.listen((ev) => guard.#handle(ev), { onError: () => guard.metrics.errors++, onReadFailure: (err) => guard.#readFailed(err) });
+    group.listen((ev) => guard.#handle(ev), {
+      onError: () => guard.metrics.errors++,
+      onReadFailure: (err) => guard.#readFailed(err),
+      onBatchEnd: () => guard.#runAfterAnswers(),
+    });
     return guard;
   }
 
@@ -186,6 +215,11 @@ export class Guard {
   /** Permission events read and not yet answered. */
   get pending(): number {
     return this.#group.pendingCount;
+  }
+
+  /** How many answers the guard's group wrote, in how many write calls (several in one writev when they were given together). */
+  get responseStats(): ResponseStats {
+    return this.#group.responseStats;
   }
 
   /**
@@ -222,11 +256,16 @@ export class Guard {
     if (this.#decisionNeedsPath) {
       path = pathOf(ev.fd);
       if (!this.#wholeMounts && !this.#roots.some((r) => isUnder(path!, r))) {
-        // Same mount, outside what we guard: allow, and never see this file again. The mark goes
-        // on before the answer: answering closes the event fd.
-        this.#cache(ev, event, true);
-        ev.allow();
+        // Same mount, outside what we guard: allow, and never see this file again (the mark goes
+        // on once the answer is written, through the fd kept for it).
         this.metrics.outside++;
+        if (this.#options.cache === false) {
+          ev.allow();
+        } else {
+          const fd = ev.takeFd();
+          ev.allow();
+          this.#afterAnswers.push(() => this.#cacheAllowed(fd, 'all'));
+        }
         return;
       }
     }
@@ -245,7 +284,9 @@ export class Guard {
       decision: match?.rule.verdict ?? 'default',
       rule: match ? (match.rule.name ?? `#${match.index}`) : 'default',
       answer: policy.policy.default,
-      cacheable: this.#options.cache !== false && policy.cacheable(ctx, match?.index) && match?.rule.cache !== false,
+      cacheable: this.#options.cache !== false && !this.#options.dryRun && policy.cacheable(ctx, match?.index) && match?.rule.cache !== false,
+      latencyMs: 0,
+      late: false,
     };
     switch (d.decision) {
       case 'default':
@@ -269,7 +310,23 @@ export class Guard {
         this.#knowProcess(d);
         return this.#asked(d);
     }
-    this.#conclude(d);
+    // The group writes this answer when the read batch has been handled; the rest waits for that.
+    const fd = this.#answer(d);
+    this.#afterAnswers.push(() => void this.#record(d, fd));
+  }
+
+  /** After the group wrote the answers of a read batch: cache, count and log their decisions. */
+  #runAfterAnswers(): void {
+    const tasks = this.#afterAnswers;
+    if (tasks.length === 0) return;
+    this.#afterAnswers = [];
+    for (const task of tasks) {
+      try {
+        task();
+      } catch {
+        this.metrics.errors++; // a throwing log callback: the decision itself is made and answered
+      }
+    }
   }
 
   /** Look the path up now, while the event fd is ours ('' once the deadline answered it). */
@@ -292,6 +349,12 @@ export class Guard {
 
   async #scanned(d: Decided): Promise<void> {
     const { ev } = d;
+    // A clean result may be cached only if no write can have slipped past the scan: stamp the
+    // file before the scanner reads it.
+    if (d.cacheable) {
+      d.stamp = this.#stampBeforeScan(ev.fd);
+      d.cacheable = d.stamp !== undefined;
+    }
     // A scanner that needs the path (or a message that names it) looks it up on demand.
     const pathNow = (): string => {
       this.#knowPath(d);
@@ -334,7 +397,7 @@ export class Guard {
       d.error = res.error.message;
     }
     d.cacheable &&= res.verdict === 'clean';
-    const record = this.#conclude(d);
+    const record = this.#record(d, this.#answer(d));
     if (record && d.signature && this.#options.onInfected) await this.#options.onInfected({ ...record, signature: d.signature });
   }
 
@@ -351,32 +414,45 @@ export class Guard {
       d.answer = this.#policy.policy.onError;
       d.error = err instanceof Error ? err.message : String(err);
     }
-    this.#conclude(d);
+    this.#record(d, this.#answer(d));
   }
 
   /**
-   * Answer (unless the deadline did), cache, count and log a decision.
-   * @returns the record, built only for the log or `onInfected` (building it costs per event).
+   * Answer (unless the deadline did). Everything else about the decision waits until after the
+   * answer ({@link #record}), except what must be known while the process still waits: its path
+   * and process for the record.
+   * @returns the event fd, kept open past the answer for the ignore mark; -1 when not to cache
    */
-  #conclude(d: Decided): DecisionRecord | undefined {
+  #answer(d: Decided): number {
     const { ev } = d;
     const { log, onInfected } = this.#options;
-    // The record names the path and the process: look them up before answering closes the
-    // event fd and lets the process go.
+    // The record names the path and the process: look them up while the event fd is open and
+    // the process waits (so its pid cannot have been reused yet).
     if (log || (d.signature && onInfected)) {
       this.#knowPath(d);
       this.#knowProcess(d);
     }
-    const dryRun = this.#options.dryRun ?? false;
-    const late = ev.answered;
-    // The mark goes on before the answer: answering closes the event fd.
-    const cached = !dryRun && !late && d.answer === 'allow' && d.cacheable && this.#cache(ev, d.ctx.event, false);
-    if (!late) {
-      if (d.answer === 'allow' || dryRun) ev.allow();
+    d.late = ev.answered;
+    // Answering closes the event fd; the ignore mark, placed after the answer, needs it.
+    const fd = !d.late && d.answer === 'allow' && d.cacheable ? ev.takeFd() : -1;
+    if (!d.late) {
+      if (d.answer === 'allow' || this.#options.dryRun) ev.allow();
       else ev.deny(d.errno);
     }
+    d.latencyMs = performance.now() - d.t0;
+    return fd;
+  }
+
+  /**
+   * After the answer: cache (through `fd`, which this closes), count and log a decision.
+   * @returns the record, built only for the log or `onInfected` (building it costs per event).
+   */
+  #record(d: Decided, fd: number): DecisionRecord | undefined {
+    const { log, onInfected } = this.#options;
+    const dryRun = this.#options.dryRun ?? false;
+    const cached = fd >= 0 && (d.stamp ? this.#cacheScanned(fd, d.stamp, d.ctx.event) : this.#cacheAllowed(fd, d.ctx.event));
+    const { late, latencyMs } = d;
     const answer = late ? this.#policy.policy.onError : dryRun ? 'allow' : d.answer;
-    const latencyMs = performance.now() - d.t0;
     this.metrics.record(answer, d.decision, d.rule, latencyMs, late, d.error !== undefined);
     if (!log && !(d.signature && onInfected)) return undefined;
     // One shape for every record (absent fields are undefined, which JSON leaves out): spreads of
@@ -405,17 +481,80 @@ export class Guard {
   }
 
   /**
-   * Let the kernel answer this file's later accesses of this kind itself: an inode ignore mark
-   * that the kernel drops when the file is modified.
+   * Let the kernel answer this file's later accesses of this kind (`all`: of every guarded kind)
+   * itself: an inode ignore mark, which the kernel drops when the file is modified. For decisions
+   * that do not depend on the content. Closes `fd`.
    */
-  #cache(ev: PermissionEvent, event: AccessKind, all: boolean): boolean {
-    if (this.#options.cache === false) return false;
+  #cacheAllowed(fd: number, kind: AccessKind | 'all'): boolean {
     try {
-      this.#group.markFd(ev.fd, all ? { events: this.#policy.policy.events.map((k) => KIND_EVENTS[k]), ignore: true } : IGNORE_KIND[event]);
+      const mark: IgnoreMark = kind === 'all' ? { events: this.#policy.policy.events.map((k) => KIND_EVENTS[k]), ignore: true } : IGNORE_KIND[kind];
+      if (!this.#ignoreMark(fd, mark)) return false;
       this.metrics.cacheInserts++;
       return true;
+    } finally {
+      closeFd(fd);
+    }
+  }
+
+  /**
+   * The same for a clean scan, unless a write may have slipped past the scan. The kernel drops an
+   * ignore mark on a modification only once the mark is there: a write that ended between the
+   * scanner's read and the mark would leave the mark over content nobody scanned. So the file was
+   * stamped before the scan, when nobody had it open for writing ({@link #stampBeforeScan}: any
+   * write after that began after the stamp), and it is stamped again once the mark is on. A write
+   * that began before the second stamp changed the ctime (which a stat makes fine-grained for the
+   * next change, Linux 6.13+): the mark is taken back. A write that begins after it ends after
+   * the mark is on, and the kernel drops the mark. Closes `fd`.
+   */
+  #cacheScanned(fd: number, stamp: Buffer, kind: AccessKind): boolean {
+    try {
+      const mark = IGNORE_KIND[kind];
+      if (!this.#ignoreMark(fd, mark)) return false;
+      let unchanged = false;
+      try {
+        unchanged = native.changeStamp(fd, this.#stampNow, false) && this.#stampNow.equals(stamp);
+      } catch {
+        // Cannot tell: not cached.
+      }
+      if (unchanged) {
+        this.metrics.cacheInserts++;
+        return true;
+      }
+      this.metrics.cacheRefused++;
+      try {
+        this.#group.unmarkFd(fd, mark);
+      } catch {
+        // No such mark any more (the group closed, or the write's modification dropped it).
+      }
+      return false;
+    } finally {
+      closeFd(fd);
+    }
+  }
+
+  /**
+   * The file's change stamp before a scan, for {@link #cacheScanned}; undefined when the result
+   * must not be cached: the file is open for writing (a write may be under way while it is
+   * scanned), or it cannot be stamped.
+   */
+  #stampBeforeScan(fd: number): Buffer | undefined {
+    const stamp = Buffer.allocUnsafe(STAMP_BYTES);
+    try {
+      if (native.changeStamp(fd, stamp, true)) return stamp;
     } catch {
-      return false; // Too many marks, or a filesystem that refuses: the next access asks again.
+      // A bad fd: the scan reports it.
+    }
+    this.metrics.cacheRefused++;
+    return undefined;
+  }
+
+  /** Place an ignore mark through an event fd; false when the kernel refuses (too many marks, a filesystem that cannot). */
+  #ignoreMark(fd: number, mark: IgnoreMark): boolean {
+    try {
+      this.#group.markFd(fd, mark);
+      return true;
+    } catch {
+      return false; // The next access asks again.
     }
   }
 
@@ -438,6 +577,15 @@ export class Guard {
 /** A scanner that broke its contract (threw or rejected): an error result, like its own failures. */
 function scanFailure(err: unknown): ScanResult {
   return { verdict: 'error', error: err instanceof Error ? err : new Error(String(err)) };
+}
+
+/** Close an event fd the guard kept past its answer (best effort: it is unusable either way). */
+function closeFd(fd: number): void {
+  try {
+    native.close(fd);
+  } catch {
+    // Nothing to do.
+  }
 }
 
 /** The path an event fd refers to ('' when it cannot be read). */

@@ -19,6 +19,11 @@ export class GuardMetrics {
   /** Ignore marks placed: each one lets the kernel answer a file's later accesses. */
   cacheInserts = 0;
   cacheFlushes = 0;
+  /**
+   * Clean scans not cached because a write may have slipped past the scan: the file was open for
+   * writing when it was scanned, or changed before its ignore mark was on.
+   */
+  cacheRefused = 0;
   /** Events the group answered first because the deadline passed. */
   late = 0;
   /** Scan or handler failures answered with the error verdict. */
@@ -61,6 +66,7 @@ export class GuardMetrics {
       outside: this.outside,
       cacheInserts: this.cacheInserts,
       cacheFlushes: this.cacheFlushes,
+      cacheRefused: this.cacheRefused,
       cacheRatio: this.cacheRatio,
       late: this.late,
       failures: this.failures,

@@ -89,6 +89,11 @@ export class PathResolver {
   readonly #files: LruMap<string, string>;
   /** Counters, for benchmarks and diagnostics. */
   readonly stats = { hits: 0, misses: 0, gone: 0, unresolved: 0 };
+  /**
+   * Resolving an event again after later events of its batch (see {@link resolveAll}): what the
+   * cache holds may be newer than the event, so the event only adds what the cache lacks.
+   */
+  #late = false;
 
   constructor(options: PathResolverOptions = {}) {
     this.mounts = options.mounts ?? new MountTable();
@@ -176,7 +181,7 @@ export class PathResolver {
       const path = joinPath(dir, ev.entry.name);
       if (ev.entry.name !== '.') {
         if (ev.isDir) this.#trackDir(ev, path);
-        else if (ev.fid) this.#files.set(ev.fid.key, path);
+        else if (ev.fid && !(this.#late && this.#files.get(ev.fid.key) !== undefined)) this.#files.set(ev.fid.key, path);
       }
       return ev.mask & EventBit.DELETE ? { path, gone: true } : { path };
     }
@@ -191,8 +196,9 @@ export class PathResolver {
    * {@link resolveAll}).
    */
   #trackDir(ev: DecodedEvent, path: string): void {
-    if (ev.mask & (EventBit.CREATE | EventBit.MOVED_TO | EventBit.DELETE) && ev.fid) this.remember(ev.fid, path);
-    else if (ev.mask & EventBit.MOVED_FROM) this.forgetTree(path);
+    if (ev.mask & (EventBit.CREATE | EventBit.MOVED_TO | EventBit.DELETE) && ev.fid) {
+      if (!(this.#late && this.#dirs.get(ev.fid.key) !== undefined)) this.remember(ev.fid, path);
+    } else if (ev.mask & EventBit.MOVED_FROM && !this.#late) this.forgetTree(path);
   }
 
   /**
@@ -210,15 +216,20 @@ export class PathResolver {
       if (out[i] === NOT_WANTED) continue;
       if (out[i]!.path === undefined && (ev.entry || (ev.type === 'rename' && (ev.from || ev.to)))) pending.push(i);
     }
-    while (pending.length > 0) {
-      const still: number[] = [];
-      for (const i of pending) {
-        const r = this.resolve(events[i]!);
-        if (r.path !== undefined) out[i] = r;
-        else still.push(i);
+    this.#late = true;
+    try {
+      while (pending.length > 0) {
+        const still: number[] = [];
+        for (const i of pending) {
+          const r = this.resolve(events[i]!);
+          if (r.path !== undefined) out[i] = r;
+          else still.push(i);
+        }
+        if (still.length === pending.length) break;
+        pending = still;
       }
-      if (still.length === pending.length) break;
-      pending = still;
+    } finally {
+      this.#late = false;
     }
     return out;
   }
@@ -230,6 +241,12 @@ export class PathResolver {
     const path = toDir && isPath(toDir) && ev.to ? joinPath(toDir, ev.to.name) : undefined;
     // Renamed back and forth faster than we read: see ResolvedPaths.movedBack.
     const back = oldPath !== undefined && path !== undefined && oldPath !== path && ev.fid !== undefined && this.#movedBack(ev.fid, oldPath, path);
+    if (this.#late) {
+      // Named only now, after later events of the batch: its cache update happened, as far as it
+      // could, in the first pass; moving the old path's entries now would move what those later
+      // events put there (a new directory made at the old path).
+      return back ? { path, oldPath, movedBack: true } : { path, oldPath };
+    }
     if (ev.isDir) {
       if (back) {
         this.forgetTree(path);
