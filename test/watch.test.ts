@@ -232,6 +232,28 @@ describe('watch rules on ext4', { timeout: 120_000 }, () => {
     }
   });
 
+  test('a directory first named by a handle opened after later moves is not moved again by them', async () => {
+    // p/p is not cached when `mv s p/p/q` is read, so its handle is opened: it is at s/p by
+    // then. The rename must not move that present path (s/p → s/p/q/p) as if it were old.
+    const root = `${loop.fs.dir}/case${n++}`;
+    fs.mkdirSync(`${root}/p/p`, { recursive: true });
+    fs.mkdirSync(`${root}/s`);
+    const sub = watch(root, { debounceMs: 20, coalesce: false });
+    await sub.ready;
+    const log = new WatchLog(sub);
+    try {
+      // Synchronous: both are queued before the first read.
+      fs.renameSync(`${root}/s`, `${root}/p/p/q`);
+      fs.renameSync(`${root}/p`, `${root}/s`);
+      assert.deepEqual((await log.take(2)).map((e) => short(e, root)), ['rename s->s/p/q/', 'rename p->s/']);
+      fs.writeFileSync(`${root}/s/p/b`, '');
+      fs.writeFileSync(`${root}/s/p/q/c`, '');
+      assert.deepEqual((await log.take(2)).map((e) => short(e, root)), ['create s/p/b', 'create s/p/q/c']);
+    } finally {
+      await sub.close();
+    }
+  });
+
   test('a directory moved in is created with its contents; moved out is deleted', async () => {
     const { root, log, close } = await setup();
     const outside = `${loop.fs.dir}/outside${n}`;

@@ -94,6 +94,20 @@ export class PathResolver {
    * cache holds may be newer than the event, so the event only adds what the cache lacks.
    */
   #late = false;
+  /** A batch is being resolved (see {@link resolveAll}): the two sets below are kept. */
+  #batching = false;
+  /**
+   * Keys whose path was read from the present during this batch (a handle opened now): that
+   * path already holds every move of the batch, so the batch's renames leave it alone.
+   */
+  readonly #present = new Set<string>();
+  /**
+   * Keys named this batch by an event below a directory of {@link #present} (or below one of
+   * these): a path of the present with an event's name. A rename of the batch can neither
+   * leave it (the name may be old) nor move it (the rest may be new): it is dropped, and named
+   * from the present when next needed.
+   */
+  readonly #derived = new Set<string>();
 
   constructor(options: PathResolverOptions = {}) {
     this.mounts = options.mounts ?? new MountTable();
@@ -114,15 +128,28 @@ export class PathResolver {
   /** Forget a directory and everything cached below it. */
   forgetTree(path: string): void {
     for (const cache of [this.#dirs, this.#files]) {
-      for (const [key, p] of cache.entries()) if (isUnder(p, path)) cache.delete(key);
+      for (const [key, p] of cache.entries()) if (isUnder(p, path) && !this.#present.has(key)) cache.delete(key);
     }
   }
 
   /** Rewrite cached paths after a directory moved from `from` to `to`. */
   moveTree(from: string, to: string): void {
     for (const cache of [this.#dirs, this.#files]) {
-      for (const [key, p] of cache.entries()) if (isUnder(p, from)) cache.replace(key, to + p.slice(from.length));
+      for (const [key, p] of cache.entries()) {
+        if (!isUnder(p, from) || this.#present.has(key)) continue;
+        if (this.#derived.has(key)) cache.delete(key);
+        else cache.replace(key, to + p.slice(from.length));
+      }
     }
+  }
+
+  /** Cache the path an event gave `key`, an entry of the directory `parentKey`. */
+  #learn(cache: LruMap<string, string>, key: string, path: string, parentKey: string | undefined): void {
+    cache.set(key, path);
+    if (!this.#batching) return;
+    this.#present.delete(key);
+    if (parentKey !== undefined && (this.#present.has(parentKey) || this.#derived.has(parentKey))) this.#derived.add(key);
+    else this.#derived.delete(key);
   }
 
   /**
@@ -137,7 +164,13 @@ export class PathResolver {
     }
     this.stats.misses++;
     const path = this.openPath(id);
-    if (isPath(path)) this.remember(id, path);
+    if (isPath(path)) {
+      this.#dirs.set(id.key, path);
+      if (this.#batching) {
+        this.#present.add(id.key);
+        this.#derived.delete(id.key);
+      }
+    }
     return path;
   }
 
@@ -180,8 +213,8 @@ export class PathResolver {
       if (!isPath(dir)) return this.#fallback(ev, dir as HandleMiss);
       const path = joinPath(dir, ev.entry.name);
       if (ev.entry.name !== '.') {
-        if (ev.isDir) this.#trackDir(ev, path);
-        else if (ev.fid && !(this.#late && this.#files.get(ev.fid.key) !== undefined)) this.#files.set(ev.fid.key, path);
+        if (ev.isDir) this.#trackDir(ev, path, ev.entry.dir.key);
+        else if (ev.fid && !(this.#late && this.#files.get(ev.fid.key) !== undefined)) this.#learn(this.#files, ev.fid.key, path, ev.entry.dir.key);
       }
       return ev.mask & EventBit.DELETE ? { path, gone: true } : { path };
     }
@@ -195,9 +228,9 @@ export class PathResolver {
    * only ever name where it was, and it names the parent of earlier deletes inside it (see
    * {@link resolveAll}).
    */
-  #trackDir(ev: DecodedEvent, path: string): void {
+  #trackDir(ev: DecodedEvent, path: string, parentKey: string): void {
     if (ev.mask & (EventBit.CREATE | EventBit.MOVED_TO | EventBit.DELETE) && ev.fid) {
-      if (!(this.#late && this.#dirs.get(ev.fid.key) !== undefined)) this.remember(ev.fid, path);
+      if (!(this.#late && this.#dirs.get(ev.fid.key) !== undefined)) this.#learn(this.#dirs, ev.fid.key, path, parentKey);
     } else if (ev.mask & EventBit.MOVED_FROM && !this.#late) this.forgetTree(path);
   }
 
@@ -209,6 +242,17 @@ export class PathResolver {
    * paths are empty): a miss costs a handle open.
    */
   resolveAll(events: readonly DecodedEvent[], wanted: (ev: DecodedEvent) => boolean = () => true): ResolvedPaths[] {
+    this.#batching = true;
+    try {
+      return this.#resolveBatch(events, wanted);
+    } finally {
+      this.#batching = false;
+      this.#present.clear();
+      this.#derived.clear();
+    }
+  }
+
+  #resolveBatch(events: readonly DecodedEvent[], wanted: (ev: DecodedEvent) => boolean): ResolvedPaths[] {
     const out = events.map((ev) => (wanted(ev) ? this.resolve(ev) : NOT_WANTED));
     let pending: number[] = [];
     for (let i = 0; i < out.length; i++) {
@@ -250,15 +294,18 @@ export class PathResolver {
     if (ev.isDir) {
       if (back) {
         this.forgetTree(path);
-        this.remember(ev.fid!, oldPath);
+        this.#learn(this.#dirs, ev.fid!.key, oldPath, ev.from?.dir.key);
         return { path, oldPath, movedBack: true };
       }
       if (oldPath && path) this.moveTree(oldPath, path);
       else if (oldPath) this.forgetTree(oldPath);
-      if (path && ev.fid) this.remember(ev.fid, path);
+      if (path && ev.fid) this.#learn(this.#dirs, ev.fid.key, path, ev.to?.dir.key);
     } else if (path && ev.fid) {
-      this.#files.set(ev.fid.key, back ? oldPath : path);
-      if (back) return { path, oldPath, movedBack: true };
+      if (back) {
+        this.#learn(this.#files, ev.fid.key, oldPath, ev.from?.dir.key);
+        return { path, oldPath, movedBack: true };
+      }
+      this.#learn(this.#files, ev.fid.key, path, ev.to?.dir.key);
     }
     if (path === undefined && ev.fid) {
       const p = this.#idPath(ev.fid);
