@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { coalesce, type WatchEvent } from '../src/watch/index.js';
+import { FileId } from '../src/kernel/fileid.js';
 
 const ev = (type: 'create' | 'update' | 'delete', path: string, isDir = false): WatchEvent => ({ type, path, isDir, time: 0 });
 const mv = (oldPath: string, path: string, isDir = false): WatchEvent => ({ type: 'rename', oldPath, path, isDir, time: 0 });
@@ -53,4 +54,22 @@ test('an update is attribOnly only when every update coalesced into it was', () 
   assert.deepEqual(coalesce([attrib('/a'), ev('update', '/a')]), [ev('update', '/a')]);
   assert.deepEqual(coalesce([ev('update', '/a'), attrib('/a')]), [ev('update', '/a')]);
   assert.deepEqual(coalesce([ev('create', '/a'), attrib('/a')]), [ev('create', '/a')]);
+});
+
+test('file ids (WatchOptions.fileIds): a coalesced change names the object now at its path', () => {
+  const id = (n: number): FileId => FileId.from(Buffer.alloc(8), 1, Buffer.from([n]));
+  const withId = (e: WatchEvent, n: number): WatchEvent => ({ ...e, fileId: id(n) }) as WatchEvent;
+  const ids = (events: WatchEvent[]): string[] =>
+    events.map((e) => `${show([e])[0]} ${'fileId' in e && e.fileId ? e.fileId.handle[0] : '-'}`);
+  // An update of the object created in the window, with or without an id of its own.
+  assert.deepEqual(ids(coalesce([withId(ev('create', '/a'), 1), ev('update', '/a')])), ['create /a 1']);
+  assert.deepEqual(ids(coalesce([withId(ev('create', '/a'), 1), withId(ev('update', '/a'), 1)])), ['create /a 1']);
+  // Deleted and made again: the new object.
+  assert.deepEqual(ids(coalesce([withId(ev('update', '/a'), 1), ev('delete', '/a'), withId(ev('create', '/a'), 2)])), ['update /a 2']);
+  // A delete names no object, and a crawled create (no id) does not inherit the deleted one's.
+  assert.deepEqual(ids(coalesce([withId(ev('update', '/a'), 1), ev('delete', '/a')])), ['delete /a -']);
+  assert.deepEqual(ids(coalesce([withId(ev('update', '/a'), 1), ev('delete', '/a'), ev('create', '/a')])), ['update /a -']);
+  // Created and renamed: the create of the new path keeps the object's id, below a directory too.
+  assert.deepEqual(ids(coalesce([withId(ev('create', '/d', true), 1), withId(ev('create', '/d/f'), 2), mv('/d', '/e', true)])), ['create /e 1', 'create /e/f 2']);
+  assert.deepEqual(ids(coalesce([withId(mv('/x', '/y'), 3)])), ['rename /x->/y 3']);
 });

@@ -4,7 +4,8 @@
 import { test, describe, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import { watch } from '../src/watch/index.js';
+import { watch, type WatchEvent } from '../src/watch/index.js';
+import { native } from '../src/native.js';
 import { FanotifyError } from '../src/errors.js';
 import { useLoopFs, requireRoot, createLoopFs } from './helpers/loopfs.js';
 import { withMaxQueuedEvents, runInChild, execCmd } from './helpers/proc.js';
@@ -122,6 +123,48 @@ describe('watch rules on ext4', { timeout: 120_000 }, () => {
       fs.writeFileSync(`${root}/D/e/new`, '');
       assert.deepEqual((await log.take(1)).map((e) => short(e, root)), ['create D/e/new']);
     } finally {
+      await close();
+    }
+  });
+
+  test('fileIds: creates, updates and renames carry the file id of their object; deletes and other watches none', async () => {
+    const { root, log, close } = await setup({ fileIds: true });
+    const plain = watch(root, { debounceMs: 20 });
+    const plainLog = new WatchLog(plain);
+    await plain.ready;
+    /** The handle name_to_handle_at gives for a path, as the event's id must hold it. */
+    const handleOf = (p: string): string => {
+      const h = native.nameToHandle(-100, p, 0);
+      return `${h.handleType}:${h.handle.toString('hex')}`;
+    };
+    const idOf = (ev: WatchEvent | undefined): string | undefined => {
+      const id = ev && 'fileId' in ev ? ev.fileId : undefined;
+      return id && `${id.handleType}:${id.handle.toString('hex')}`;
+    };
+    try {
+      fs.mkdirSync(`${root}/d`);
+      fs.writeFileSync(`${root}/d/f`, '1');
+      const made = await log.take(2);
+      assert.deepEqual(made.map((e) => [short(e, root), idOf(e)]), [
+        ['create d/', handleOf(`${root}/d`)],
+        ['create d/f', handleOf(`${root}/d/f`)],
+      ]);
+      fs.chmodSync(`${root}/d/f`, 0o600);
+      const f = handleOf(`${root}/d/f`);
+      assert.deepEqual((await log.take(1)).map((e) => [short(e, root), idOf(e)]), [['update d/f', f]]);
+      fs.renameSync(`${root}/d/f`, `${root}/g`);
+      assert.deepEqual((await log.take(1)).map((e) => [short(e, root), idOf(e)]), [['rename d/f->g', f]]);
+      // Replaced within one window: the update names the new object.
+      fs.unlinkSync(`${root}/g`);
+      fs.writeFileSync(`${root}/g`, '2');
+      assert.deepEqual((await log.take(1)).map((e) => [short(e, root), idOf(e)]), [['update g', handleOf(`${root}/g`)]]);
+      fs.unlinkSync(`${root}/g`);
+      assert.deepEqual((await log.take(1)).map((e) => [short(e, root), 'fileId' in e]), [['delete g', false]]);
+      // A subscription that did not ask has no such field, on the same kernel events.
+      const plainEvents = await plainLog.take(6);
+      assert.ok(plainEvents.length >= 6 && plainEvents.every((e) => !('fileId' in e)), plainEvents.map((e) => short(e, root)).join(', '));
+    } finally {
+      await plain.close();
       await close();
     }
   });

@@ -5,6 +5,7 @@
  */
 import { appendFileSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, join, relative } from 'node:path';
+import type { FileId } from '../kernel/fileid.js';
 import { watch, type Subscription, type WatchEvent } from '../watch/index.js';
 import { openJournal, rootTag, COOKIE_PREFIX, type Journal, type JournalChange, type SinceResult } from '../journal/index.js';
 import { AccessCache } from './access.js';
@@ -58,6 +59,8 @@ interface Change {
   readonly path: string;
   readonly oldPath?: string;
   readonly isDir: boolean;
+  /** The kernel's id of the object (watch events only): the id table need not ask the disk. */
+  readonly fileId?: FileId;
 }
 
 const FROM_JOURNAL: Record<JournalChange['kind'], Change['type']> = { created: 'create', updated: 'update', deleted: 'delete', renamed: 'rename' };
@@ -111,7 +114,7 @@ export class RootFeed {
     const journal = options.journalStateDir === undefined ? undefined : await openJournal(root, { stateDir: options.journalStateDir });
     let w: Subscription;
     try {
-      w = watch(root, { debounceMs: options.debounceMs, flushWhen: (ev) => ev.type === 'create' && isCookie(ev.path) });
+      w = watch(root, { debounceMs: options.debounceMs, flushWhen: (ev) => ev.type === 'create' && isCookie(ev.path), fileIds: true });
       await w.ready;
     } catch (err) {
       await journal?.close();
@@ -317,7 +320,7 @@ export class RootFeed {
       const oldRel = c.oldPath === undefined ? undefined : below(c.oldPath);
       try {
         if (c.type === 'rename' && oldRel !== undefined) {
-          const { node, oldParent, newParent } = t.renamed(oldRel, rel, c.isDir);
+          const { node, oldParent, newParent } = t.renamed(oldRel, rel, c.isDir, c.fileId);
           const oldName = oldRel.slice(oldRel.lastIndexOf('/') + 1);
           out.push({
             kind: 'rename',
@@ -336,7 +339,7 @@ export class RootFeed {
           const { node, parent } = t.deleted(rel, c.isDir);
           out.push({ kind: 'delete', object: t.ref(node), parent: t.ref(parent), name, path: rel, isDir: c.isDir });
         } else {
-          const { node, parent } = t.at(rel, c.isDir);
+          const { node, parent } = t.at(rel, c.isDir, c.fileId);
           const kind = c.type === 'rename' ? 'create' : c.type === 'update' && c.attribOnly ? 'attrib' : c.type;
           out.push({ kind, object: t.ref(node), parent: t.ref(parent), name, path: rel, isDir: c.isDir });
         }

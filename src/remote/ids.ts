@@ -7,8 +7,23 @@
  */
 import { lstatSync, realpathSync, type Stats } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
+import type { FileId } from '../kernel/fileid.js';
 import { native } from '../native.js';
+import { inodeReader, type InodeOfHandle } from './handle-inode.js';
 import { isWellFormedId, type ObjectRef, type StatInfo } from './protocol.js';
+
+/**
+ * Identity of an inode number: the number itself on the root's filesystem (a small integer: no
+ * string per node for the GC to keep), `dev:ino` elsewhere.
+ */
+export type InodeKey = number | string;
+
+/** What an object is: one incarnation of one inode. */
+interface Identity {
+  readonly handleKey: string;
+  readonly inodeKey: InodeKey;
+  readonly isDir: boolean;
+}
 
 /** One object the table knows. */
 export interface IdNode {
@@ -17,7 +32,7 @@ export interface IdNode {
   /** Identity of this incarnation: the file handle (or, without handles, inode + birth time). */
   handleKey: string | undefined;
   /** Identity of the inode number, kept across reuse so a reused inode bumps the generation. */
-  inodeKey: string | undefined;
+  inodeKey: InodeKey | undefined;
   parent: IdNode | undefined;
   name: string;
   isDir: boolean;
@@ -110,7 +125,13 @@ export function statInfo(st: Stats): StatInfo {
 export class IdTable {
   readonly root: IdNode;
   readonly #byId = new Map<string, IdNode>();
-  readonly #byInode = new Map<string, IdNode>();
+  readonly #byInode = new Map<InodeKey, IdNode>();
+  /** st_dev of the root: inode keys of objects on it are plain inode numbers. */
+  readonly #dev: number;
+  /** The root filesystem's fsid (hex), to tell which kernel file ids are of it. */
+  readonly #fsid: string | undefined;
+  /** Reads inode numbers out of the root filesystem's handles (undefined: its layout is unknown). */
+  readonly #inodeOf: InodeOfHandle | undefined;
   /**
    * Dead nodes, oldest first from `#deadNext` once full: a ring, because
    * `Array.shift` on an array this long copies it (≈ 100 µs per delete, measured).
@@ -124,6 +145,17 @@ export class IdTable {
    *   another directory once at this path, is ignored): its objects keep their ids
    */
   constructor(readonly rootPath: string, saved?: unknown) {
+    const st = lstatSync(rootPath);
+    this.#dev = st.dev;
+    let fs: { fsid: string; type: number; handleType: number; handle: Buffer } | undefined;
+    try {
+      const { fsid, type } = native.fsid(rootPath);
+      fs = { fsid: fsid.toString('hex'), type, ...native.nameToHandle(-100, rootPath, 0) };
+    } catch {
+      // No handles on this filesystem: every identity comes from the filesystem.
+    }
+    this.#fsid = fs?.fsid;
+    this.#inodeOf = fs && inodeReader(fs.type, { handleType: fs.handleType, handle: fs.handle, ino: st.ino });
     const id = this.#identity(rootPath);
     const s = saved as Partial<SavedIds> | undefined;
     const usable = s?.v === 1 && s.rootHandle === id.handleKey && typeof s.rootId === 'string' && isWellFormedId(s.rootId) && Array.isArray(s.nodes);
@@ -138,7 +170,7 @@ export class IdTable {
       for (const [name, n] of dir.children ?? []) {
         if (n.dead || n.handleKey === undefined || n.inodeKey === undefined) continue;
         const path = prefix === '' ? name : `${prefix}/${name}`;
-        nodes.push([n.id, n.gen, path, n.handleKey, n.inodeKey, n.isDir]);
+        nodes.push([n.id, n.gen, path, n.handleKey, typeof n.inodeKey === 'number' ? `${this.#dev}:${n.inodeKey}` : n.inodeKey, n.isDir]);
         walk(n, path);
       }
     };
@@ -148,9 +180,11 @@ export class IdTable {
 
   #load(nodes: readonly unknown[]): void {
     const byPath = new Map<string, IdNode>([['', this.root]]);
+    const onRoot = `${this.#dev}:`;
     for (const n of nodes) {
       if (!isSavedNode(n)) continue;
-      const [id, gen, path, handleKey, inodeKey, isDir] = n;
+      const [id, gen, path, handleKey, savedInode, isDir] = n;
+      const inodeKey = savedInode.startsWith(onRoot) ? Number(savedInode.slice(onRoot.length)) : savedInode;
       const cut = path.lastIndexOf('/');
       const parent = byPath.get(cut < 0 ? '' : path.slice(0, cut));
       const name = path.slice(cut + 1);
@@ -197,10 +231,10 @@ export class IdTable {
    * are named too. An object already gone keeps the node its name had (or gets one without an
    * identity, which no id request can resolve).
    */
-  at(rel: string, isDir: boolean): { node: IdNode; parent: IdNode } {
+  at(rel: string, isDir: boolean, fileId?: FileId): { node: IdNode; parent: IdNode } {
     if (rel === '') return { node: this.root, parent: this.root };
     const { parent, parentPath, name } = this.#split(rel);
-    return { node: this.#child(parent, name, isDir, parentPath), parent };
+    return { node: this.#child(parent, name, isDir, parentPath, this.#identityOf(fileId, isDir)), parent };
   }
 
   /** The object at `rel` was deleted: its node (known or not) becomes dead. */
@@ -212,7 +246,7 @@ export class IdTable {
   }
 
   /** The object at `from` is now at `to`: one node moves, with everything below it. */
-  renamed(from: string, to: string, isDir: boolean): { node: IdNode; oldParent: IdNode; newParent: IdNode } {
+  renamed(from: string, to: string, isDir: boolean, fileId?: FileId): { node: IdNode; oldParent: IdNode; newParent: IdNode } {
     const { parent: oldParent, name: oldName } = this.#split(from);
     const { parent: newParent, name: newName } = this.#split(to);
     const known = oldParent.children?.get(oldName);
@@ -228,7 +262,8 @@ export class IdTable {
       (newParent.children ??= new Map()).set(newName, known);
     }
     // Confirm (or learn) the identity at the new place.
-    const node = this.#child(newParent, newName, isDir);
+    const identity = this.#identityOf(fileId, isDir);
+    const node = identity ? this.#child(newParent, newName, isDir, undefined, identity) : this.#child(newParent, newName, isDir);
     return { node, oldParent, newParent };
   }
 
@@ -295,14 +330,15 @@ export class IdTable {
   }
 
   /**
-   * The node of the object now at `parent/name`, checked against the filesystem. `path` is the
-   * parent's (undefined: the parent or a directory above it is dead).
+   * The node of the object at `parent/name`: the one `known` (what the kernel's event said is
+   * there), or else the one the filesystem has there now. `path` is the parent's (undefined: the
+   * parent or a directory above it is dead).
    */
-  #child(parent: IdNode, name: string, isDir: boolean, path = this.pathOf(parent)): IdNode {
+  #child(parent: IdNode, name: string, isDir: boolean, path = this.pathOf(parent), known?: Identity): IdNode {
     const existing = parent.children?.get(name);
-    let identity: { handleKey: string; inodeKey: string; isDir: boolean } | undefined;
+    let identity: Identity | undefined;
     try {
-      identity = path === undefined ? undefined : this.#identity(this.abs(path === '' ? name : `${path}/${name}`));
+      if (path !== undefined) identity = known ?? this.#identity(this.abs(path === '' ? name : `${path}/${name}`));
     } catch {
       identity = undefined;
     }
@@ -383,9 +419,21 @@ export class IdTable {
     from.children = undefined;
   }
 
-  #identity(abs: string): { handleKey: string; inodeKey: string; isDir: boolean } {
+  /**
+   * The identity a kernel file id gives, without a system call: its handle, and the inode number
+   * read from it. Undefined when the id is of another filesystem or its layout is not known.
+   */
+  #identityOf(fileId: FileId | undefined, isDir: boolean): Identity | undefined {
+    if (fileId === undefined || this.#inodeOf === undefined || fileId.fsid !== this.#fsid) return undefined;
+    const handle = fileId.handle;
+    const ino = this.#inodeOf(fileId.handleType, handle);
+    return ino === undefined ? undefined : { handleKey: `${fileId.handleType}:${handle.toString('hex')}`, inodeKey: ino, isDir };
+  }
+
+  /** The identity of what is at `abs` now, from the filesystem. */
+  #identity(abs: string): Identity {
     const st = lstatSync(abs);
-    const inodeKey = `${st.dev}:${st.ino}`;
+    const inodeKey = st.dev === this.#dev ? st.ino : `${st.dev}:${st.ino}`;
     let handleKey: string;
     try {
       const h = native.nameToHandle(-100, abs, 0);
@@ -401,7 +449,7 @@ export class IdTable {
     parent: IdNode | undefined,
     name: string,
     isDir: boolean,
-    identity: { handleKey: string; inodeKey: string } | undefined,
+    identity: { handleKey: string; inodeKey: InodeKey } | undefined,
     id = newId(),
     gen = 1,
   ): IdNode {
@@ -428,6 +476,10 @@ export class IdTable {
     if (node.parent?.children?.get(node.name) === node) node.parent.children.delete(node.name);
     if (node.dead) return;
     node.dead = true;
+    // A dead node names nothing (pathOf stops at it), and it is kept for MAX_DEAD deletes: its
+    // name (a slice holding the whole path it came from) and its parent can go now.
+    node.name = '';
+    node.parent = undefined;
     this.#retire(node);
   }
 

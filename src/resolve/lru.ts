@@ -9,6 +9,10 @@
  * dropped and the young one becomes old. A hit in the young generation costs one `Map.get`
  * (a strict LRU pays a delete and a set per hit, on the hottest path of every service). Between
  * `max / 2` and `max` entries are kept.
+ *
+ * Setting a key costs one `Map.set` too: an older value of the key in the old generation is not
+ * deleted but shadowed (every read looks in the young generation first) and goes when that
+ * generation is dropped.
  */
 export class LruMap<K, V> {
   #young = new Map<K, V>();
@@ -19,6 +23,7 @@ export class LruMap<K, V> {
     this.#half = Math.max(1, Math.floor(max / 2));
   }
 
+  /** Entries held; a key set again while its older value is shadowed counts twice. */
   get size(): number {
     return this.#young.size + this.#old.size;
   }
@@ -35,12 +40,11 @@ export class LruMap<K, V> {
   }
 
   set(key: K, value: V): void {
-    this.#old.delete(key);
     this.#insert(key, value);
   }
 
   #insert(key: K, value: V): void {
-    if (!this.#young.has(key) && this.#young.size >= this.#half) {
+    if (this.#young.size >= this.#half && !this.#young.has(key)) {
       this.#old = this.#young;
       this.#young = new Map();
     }
@@ -59,7 +63,10 @@ export class LruMap<K, V> {
 
   /** Every entry, older generation first. Safe to delete or `replace` while iterating. */
   *entries(): IterableIterator<[K, V]> {
-    for (const gen of [this.#old, this.#young]) yield* [...gen.entries()];
+    const young = this.#young;
+    // Not the shadowed values: their keys are in the young generation.
+    yield* [...this.#old.entries()].filter(([key]) => !young.has(key));
+    yield* [...young.entries()];
   }
 
   /** Replace the value of an existing key without touching its recency. */

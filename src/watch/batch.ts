@@ -66,9 +66,12 @@ export class Batcher {
     } else {
       // Only metadata changed if every update coalesced into this one says so.
       const attribOnly = next === 'update' && was === 'update' && prev.attribOnly === true && ev.type === 'update' && ev.attribOnly === true;
-      const slot: WatchEvent = attribOnly
+      // The object now there is the newest event's; an update without an id is of the same one.
+      const fileId = next === 'delete' ? undefined : (ev.fileId ?? (ev.type === 'update' && 'fileId' in prev ? prev.fileId : undefined));
+      let slot: WatchEvent = attribOnly
         ? { type: next, path: ev.path, isDir: ev.isDir, time: prev.time, attribOnly }
         : { type: next, path: ev.path, isDir: ev.isDir, time: prev.time };
+      if (fileId !== undefined) slot = { ...slot, fileId };
       this.#slots[at] = slot;
       if (replaced && next === 'create') this.#mayReplace.add(slot);
     }
@@ -83,7 +86,9 @@ export class Batcher {
       const target = this.#byPath.get(ev.path);
       const targetSlot = target === undefined ? undefined : this.#slots[target];
       const targetWasNew = targetSlot?.type === 'create' && !this.#mayReplace.has(targetSlot);
-      const created: WatchEvent = { type: 'create', path: ev.path, isDir: ev.isDir, time: prev.time };
+      const fileId = ev.fileId ?? prev.fileId;
+      const created: WatchEvent =
+        fileId === undefined ? { type: 'create', path: ev.path, isDir: ev.isDir, time: prev.time } : { type: 'create', path: ev.path, isDir: ev.isDir, time: prev.time, fileId };
       if (this.#mayReplace.has(prev)) {
         // What the earlier rename replaced at the old path is gone now.
         this.#mayReplace.delete(prev);

@@ -89,7 +89,7 @@ export function watch(root: string | readonly string[], options: WatchOptions = 
 
   if (backend === 'auto' || backend === 'fanotify') {
     try {
-      startFilesystemBackend(sub, roots, ignores, startedAt, options.unlimitedQueue ?? false);
+      startFilesystemBackend(sub, roots, ignores, startedAt, options.unlimitedQueue ?? false, options.fileIds ?? false);
       return sub;
     } catch (err) {
       const denied = err instanceof FanotifyError && err.code === 'EPERM';
@@ -100,11 +100,11 @@ export function watch(root: string | readonly string[], options: WatchOptions = 
   if (backend === 'daemon' || (backend === 'auto' && existsSync(socket))) {
     startDaemonBackend(sub, roots, options.ignore ?? [], socket, startedAt, () => {
       if (backend === 'daemon') sub.error(roots[0]!, new FanotifyError(`watch: the daemon at ${socket} refused or is not running (start \`fan serve\`)`, 'ECONNREFUSED'));
-      else startInodeBackend(sub, roots, ignores, startedAt);
+      else startInodeBackend(sub, roots, ignores, startedAt, options.fileIds ?? false);
     });
     return sub;
   }
-  startInodeBackend(sub, roots, ignores, startedAt);
+  startInodeBackend(sub, roots, ignores, startedAt, options.fileIds ?? false);
   return sub;
 }
 
@@ -159,14 +159,20 @@ function startFilesystemBackend(
   ignores: ReadonlyMap<string, IgnoreMatcher>,
   startedAt: number,
   unlimitedQueue: boolean,
+  fileIds: boolean,
 ): void {
   const joined: { group: FilesystemGroup; subscriber: FsSubscriber }[] = [];
   try {
     for (const root of roots) {
       const group = FilesystemGroup.forPath(root, unlimitedQueue);
-      const watchRoot = new RootWatch(root, rootKey(root), ignores.get(root)!, sub, {
-        ignoredDirectory: (dir) => group.ignoreDirectory(dir),
-      });
+      const watchRoot = new RootWatch(
+        root,
+        rootKey(root),
+        ignores.get(root)!,
+        sub,
+        { ignoredDirectory: (dir) => group.ignoreDirectory(dir) },
+        fileIds,
+      );
       const subscriber: FsSubscriber = {
         roots: [watchRoot],
         overflow: () => sub.overflow(),
@@ -197,6 +203,7 @@ function startInodeBackend(
   roots: readonly string[],
   ignores: ReadonlyMap<string, IgnoreMatcher>,
   startedAt: number,
+  fileIds: boolean,
 ): void {
   const group = new InodeGroup(
     () => sub.overflow(),
@@ -204,9 +211,14 @@ function startInodeBackend(
   );
   const watchRoots = roots.map(
     (root) =>
-      new RootWatch(root, rootKey(root), ignores.get(root)!, sub, {
-        newDirectory: (dir) => group.markDirectory(dir, false),
-      }),
+      new RootWatch(
+        root,
+        rootKey(root),
+        ignores.get(root)!,
+        sub,
+        { newDirectory: (dir) => group.markDirectory(dir, false) },
+        fileIds,
+      ),
   );
   try {
     group.start(watchRoots);

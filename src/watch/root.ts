@@ -53,6 +53,8 @@ export class RootWatch {
     readonly ignore: IgnoreMatcher,
     private readonly sink: RootSink,
     private readonly hooks: RootHooks = {},
+    /** Give events the kernel's id of their object (see WatchOptions.fileIds). */
+    private readonly fileIds = false,
   ) {}
 
   /** True once the root went away. */
@@ -95,16 +97,22 @@ export class RootWatch {
     const isDir = ev.isDir;
     const m = ev.mask;
     if (m & EventBit.CREATE && m & EventBit.DELETE) {
-      // Merged in the queue, order lost: the file system says how it ended.
-      if (entryExists(path)) this.#appeared(path, isDir, time, false);
+      // Merged in the queue, order lost: the file system says how it ended (and what is there
+      // may be another object, whose own create comes later: no id).
+      if (entryExists(path)) this.#appeared(path, isDir, time, false, undefined);
     } else if (m & EventBit.CREATE) {
-      this.#appeared(path, isDir, time, false);
+      this.#appeared(path, isDir, time, false, ev.fid);
     } else if (m & EventBit.DELETE) {
       this.sink.change({ type: 'delete', path, isDir, time });
     } else if (m & UPDATE_BITS && !(m & (EventBit.DELETE_SELF | EventBit.MOVE_SELF))) {
-      if (m & CONTENT_BITS) this.sink.change({ type: 'update', path, isDir, time });
-      else this.sink.change({ type: 'update', path, isDir, time, attribOnly: true });
+      if (m & CONTENT_BITS) this.#change({ type: 'update', path, isDir, time }, ev.fid);
+      else this.#change({ type: 'update', path, isDir, time, attribOnly: true }, ev.fid);
     }
+  }
+
+  /** A change, with the id of its object when asked for ids and the event carried one. */
+  #change(change: Exclude<WatchEvent, { type: 'rescan' | 'error' }>, fid: FileId | undefined): void {
+    this.sink.change(this.fileIds && fid !== undefined ? { ...change, fileId: fid } : change);
   }
 
   #ignored(path: string, isDir: boolean): void {
@@ -119,8 +127,8 @@ export class RootWatch {
    * came without events of their own (`crawl`: moved in) or when the backend marks directories
    * one by one (entries made before the mark).
    */
-  #appeared(path: string, isDir: boolean, time: number, crawl: boolean): void {
-    this.sink.change({ type: 'create', path, isDir, time });
+  #appeared(path: string, isDir: boolean, time: number, crawl: boolean, fid: FileId | undefined): void {
+    this.#change({ type: 'create', path, isDir, time }, fid);
     if (!isDir || !(crawl || this.hooks.newDirectory)) return;
     this.hooks.newDirectory?.(path);
     crawlSync(
@@ -139,11 +147,11 @@ export class RootWatch {
     const fromIn = this.covers(oldPath);
     const toIn = this.covers(path);
     if (fromIn && toIn) {
-      this.sink.change({ type: 'rename', oldPath, path, isDir: ev.isDir, time });
-      if (paths.movedBack) this.sink.change({ type: 'rename', oldPath: path, path: oldPath, isDir: ev.isDir, time });
+      this.#change({ type: 'rename', oldPath, path, isDir: ev.isDir, time }, ev.fid);
+      if (paths.movedBack) this.#change({ type: 'rename', oldPath: path, path: oldPath, isDir: ev.isDir, time }, ev.fid);
     } else if (toIn) {
       // Moved in from outside the root: its contents arrived without events of their own.
-      this.#appeared(path, ev.isDir, time, true);
+      this.#appeared(path, ev.isDir, time, true, ev.fid);
     } else if (fromIn) {
       this.sink.change({ type: 'delete', path: oldPath, isDir: ev.isDir, time });
     } else if (path !== undefined && isUnder(path, this.root) && this.ignore.ignores(path)) {

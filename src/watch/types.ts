@@ -2,6 +2,7 @@
  * Public types of the watch service.
  * @packageDocumentation
  */
+import type { FileId } from '../kernel/fileid.js';
 
 /** Why a subscriber must rescan: its view of the tree may be wrong. */
 export type RescanReason =
@@ -26,6 +27,8 @@ export type WatchEvent =
        * write), within the whole batch. Absent otherwise.
        */
       readonly attribOnly?: true;
+      /** The kernel's id of the object now at `path`: only with {@link WatchOptions.fileIds}. */
+      readonly fileId?: FileId;
     }
   | {
       readonly type: 'rename';
@@ -34,6 +37,8 @@ export type WatchEvent =
       readonly oldPath: string;
       readonly isDir: boolean;
       readonly time: number;
+      /** The kernel's id of the moved object: only with {@link WatchOptions.fileIds}. */
+      readonly fileId?: FileId;
     }
   | {
       readonly type: 'rescan';
@@ -92,6 +97,15 @@ export interface WatchOptions {
    * journal): coalescing has to assume things about paths it saw no event for.
    */
   readonly coalesce?: boolean;
+  /**
+   * Internal, for `fan serve`'s id table: give `create`, `update` and `rename` events the file
+   * id (fsid + file handle) the kernel reported for their object, as `fileId`, so a consumer that
+   * identifies objects need not ask the filesystem again (`lstat`, `name_to_handle_at`) what a
+   * new path holds. Events that carried none (crawled entries, a create merged with its delete,
+   * the `daemon` backend) have no `fileId`. Default false: events have no such field.
+   * @internal
+   */
+  readonly fileIds?: boolean;
 }
 
 /** What a subscription says once it is live. */
