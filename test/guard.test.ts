@@ -368,6 +368,47 @@ describe('guard on ext4', { timeout: 180_000 }, () => {
     }
   });
 
+  test('a scan the deadline cut off still reads its own file, and its fd is closed when the scan ends', async () => {
+    // The deadline answers the opener; the scanner is still at work and reads the event fd
+    // afterwards. Were that fd closed with the answer, its number could by then name another
+    // event's file (or a pipe), and a late "infected" would quarantine the wrong file.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let started!: () => void;
+    const scanning = new Promise<void>((r) => (started = r));
+    let read = '';
+    let finished!: () => void;
+    const done = new Promise<void>((r) => (finished = r));
+    const scanner = functionScanner('slow', async (t) => {
+      started();
+      await gate;
+      try {
+        const buf = Buffer.alloc(64);
+        read = buf.toString('utf8', 0, fs.readSync(t.fd, buf, 0, 64, 0));
+      } catch (err) {
+        read = `error ${(err as NodeJS.ErrnoException).code}`;
+      }
+      setImmediate(finished);
+      return { verdict: 'clean' };
+    });
+    const { guard, log } = setup({ timeoutMs: 200, onError: 'allow', rules: [{ match: { path: '**/plain.txt' }, verdict: 'scan' }] }, { scanner });
+    const openFds = (): number => fs.readdirSync('/proc/self/fd').length;
+    try {
+      const fdsBefore = openFds();
+      const opened = openInChild(`${dir}/plain.txt`, { timeoutMs: 5000 });
+      await scanning;
+      assert.equal((await opened).ok, true, 'answered by the deadline');
+      release();
+      await done;
+      assert.equal(read, 'plain.txt');
+      assert.deepEqual(log.map((r) => [r.late, r.cached]), [[true, false]]);
+      assert.equal(openFds(), fdsBefore, 'the event fd was closed once the scan ended');
+    } finally {
+      release();
+      await guard.close();
+    }
+  });
+
   test('a write that ends between the scan and the ignore mark leaves the file uncached', async () => {
     // The writer finishes after the scanner has read the file and before the guard marks it: the
     // kernel drops an ignore mark on modification only once the mark is there, so a mark placed

@@ -349,6 +349,10 @@ export class Guard {
 
   async #scanned(d: Decided): Promise<void> {
     const { ev } = d;
+    // The scanner reads the event fd until it is done, which may be after the deadline answered
+    // the event: the fd stays ours until then, or the group closes it with that answer and its
+    // number may name another event's file by the time the scanner reads it.
+    const fd = ev.takeFd();
     // A clean result may be cached only if no write can have slipped past the scan: stamp the
     // file before the scanner reads it.
     if (d.cacheable) {
@@ -397,8 +401,14 @@ export class Guard {
       d.error = res.error.message;
     }
     d.cacheable &&= res.verdict === 'clean';
-    const record = this.#record(d, this.#answer(d));
-    if (record && d.signature && this.#options.onInfected) await this.#options.onInfected({ ...record, signature: d.signature });
+    let cacheFd = -1;
+    try {
+      cacheFd = this.#answer(d);
+      const record = this.#record(d, cacheFd); // closes cacheFd
+      if (record && d.signature && this.#options.onInfected) await this.#options.onInfected({ ...record, signature: d.signature });
+    } finally {
+      if (cacheFd < 0) closeFd(fd);
+    }
   }
 
   async #asked(d: Decided): Promise<void> {
