@@ -3,7 +3,7 @@
  * @packageDocumentation
  */
 import { release } from 'node:os';
-import { InitFlag, EventBit } from './kernel/constants.js';
+import { InitFlag, EventBit, FsMagic } from './kernel/constants.js';
 
 /** An fanotify failure with the errno `code`, the `syscall`, and a `hint` saying what to do. */
 export class FanotifyError extends Error {
@@ -45,10 +45,10 @@ const INIT_FLAG_VERSIONS: [number, string, number, number][] = [
 
 /** Filesystem magic numbers (statfs f_type) to names, for messages. */
 const FS_NAMES: Record<number, string> = {
-  0xef53: 'ext4',
-  0x58465342: 'xfs',
-  0x9123683e: 'btrfs',
-  0x01021994: 'tmpfs',
+  [FsMagic.EXT4]: 'ext4',
+  [FsMagic.XFS]: 'xfs',
+  [FsMagic.BTRFS]: 'btrfs',
+  [FsMagic.TMPFS]: 'tmpfs',
   0x794c7630: 'overlayfs',
   0x65735546: 'fuse',
   0x9fa0: 'proc',

@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import type { Readable } from 'node:stream';
 import { FanotifyGroup } from '../group.js';
 import { encodeResponse } from '../kernel/encode.js';
+import { FsMagic } from '../kernel/constants.js';
 import { FanotifyError, fsTypeName } from '../errors.js';
 import { native } from '../native.js';
 import { mountId, register, socketPath, STATE_ROOT, unregister } from './registry.js';
@@ -24,7 +25,7 @@ import type { WorkerConfig } from './daemon.js';
 const execFileP = promisify(execFile);
 const WORKER = fileURLToPath(new URL('./worker-entry.js', import.meta.url));
 /** Filesystems that accept pre-content marks (statfs f_type). */
-const PRE_CONTENT_FS = new Set([0xef53, 0x58465342, 0x9123683e]);
+const PRE_CONTENT_FS = new Set<number>([FsMagic.EXT4, FsMagic.XFS, FsMagic.BTRFS]);
 /** More worker deaths than this within {@link CRASH_WINDOW_MS} is a crash loop. */
 const CRASH_LIMIT = 5;
 const CRASH_WINDOW_MS = 60_000;

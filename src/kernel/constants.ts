@@ -137,3 +137,12 @@ export const DENY_ERRNOS = {
 
 /** An errno name accepted by `FAN_DENY_ERRNO`. */
 export type DenyErrno = keyof typeof DENY_ERRNOS;
+
+/** Filesystem magic numbers (statfs f_type, linux/magic.h) of the filesystems we treat apart. */
+export const FsMagic = {
+  /** ext2, ext3 and ext4 share it. */
+  EXT4: 0xef53,
+  XFS: 0x58465342,
+  BTRFS: 0x9123683e,
+  TMPFS: 0x01021994,
+} as const;

@@ -3,6 +3,7 @@
  * the id table can tell a reused inode from the kernel's event alone, without an `lstat`.
  * @packageDocumentation
  */
+import { FsMagic } from '../kernel/constants.js';
 
 /** Reads the inode number out of a handle of one filesystem; undefined when it cannot. */
 export type InodeOfHandle = (handleType: number, handle: Buffer) => number | undefined;
@@ -13,12 +14,6 @@ export interface KnownHandle {
   readonly handle: Buffer;
   readonly ino: number;
 }
-
-// statfs f_type values (linux/magic.h).
-const EXT4_SUPER_MAGIC = 0xef53; // ext2, ext3 and ext4 share it
-const XFS_SUPER_MAGIC = 0x58465342;
-const BTRFS_SUPER_MAGIC = 0x9123683e;
-const TMPFS_MAGIC = 0x01021994;
 
 // Handle types (linux/exportfs.h) and where each filesystem puts the inode number (fs/*/export.c;
 // the u32 fields are in host byte order, little-endian on the machines this runs on: the check
@@ -59,9 +54,9 @@ function btrfs(rootSubvolume: number): InodeOfHandle {
  */
 export function inodeReader(fsType: number, root: KnownHandle): InodeOfHandle | undefined {
   let read: InodeOfHandle | undefined;
-  if (fsType === EXT4_SUPER_MAGIC) read = ext4;
-  else if (fsType === XFS_SUPER_MAGIC) read = xfs;
-  else if (fsType === TMPFS_MAGIC) read = tmpfs;
-  else if (fsType === BTRFS_SUPER_MAGIC && root.handle.length >= 16) read = btrfs(u64(root.handle, 8));
+  if (fsType === FsMagic.EXT4) read = ext4;
+  else if (fsType === FsMagic.XFS) read = xfs;
+  else if (fsType === FsMagic.TMPFS) read = tmpfs;
+  else if (fsType === FsMagic.BTRFS && root.handle.length >= 16) read = btrfs(u64(root.handle, 8));
   return read !== undefined && read(root.handleType, root.handle) === root.ino ? read : undefined;
 }
