@@ -31,10 +31,17 @@ function fanotifyFdInfo(): { fd: number; info: string }[] {
 describe('watch rules on ext4', { timeout: 120_000 }, () => {
   const loop = useLoopFs({ fstype: 'ext4', sizeMiB: 512 });
   let n = 0;
-  /** A fresh root directory and a subscription on it. */
-  const setup = async (options: Parameters<typeof watch>[1] = {}): Promise<{ root: string; log: WatchLog; close: () => Promise<void> }> => {
+  /**
+   * A fresh root directory and a subscription on it; `existing` makes entries before the watch
+   * starts (nothing has named them to it).
+   */
+  const setup = async (
+    options: Parameters<typeof watch>[1] = {},
+    existing: (root: string) => void = () => {},
+  ): Promise<{ root: string; log: WatchLog; close: () => Promise<void> }> => {
     const root = `${loop.fs.dir}/case${n++}`;
     fs.mkdirSync(root);
+    existing(root);
     const sub = watch(root, { debounceMs: 20, ...options });
     const info = await sub.ready;
     assert.equal(info.backend, 'fanotify');
@@ -206,13 +213,10 @@ describe('watch rules on ext4', { timeout: 120_000 }, () => {
     // The rename into q is named only after q's delete, later in the read batch. Naming it then
     // must not move what the cache learnt meanwhile: the new s (and s/a) would be named q/s.
     // q exists before the watch, so its handle is not cached: it is named only by its delete.
-    const root = `${loop.fs.dir}/case${n++}`;
-    fs.mkdirSync(`${root}/q/d`, { recursive: true });
-    fs.mkdirSync(`${root}/s`);
-    const sub = watch(root, { debounceMs: 20, coalesce: false });
-    await sub.ready;
-    const log = new WatchLog(sub);
-    const close = (): Promise<void> => sub.close();
+    const { root, log, close } = await setup({ coalesce: false }, (r) => {
+      fs.mkdirSync(`${r}/q/d`, { recursive: true });
+      fs.mkdirSync(`${r}/s`);
+    });
     try {
       // Synchronous: all of it is queued before the first read.
       fs.renameSync(`${root}/s`, `${root}/q/s`);
@@ -235,12 +239,10 @@ describe('watch rules on ext4', { timeout: 120_000 }, () => {
   test('a directory first named by a handle opened after later moves is not moved again by them', async () => {
     // p/p is not cached when `mv s p/p/q` is read, so its handle is opened: it is at s/p by
     // then. The rename must not move that present path (s/p → s/p/q/p) as if it were old.
-    const root = `${loop.fs.dir}/case${n++}`;
-    fs.mkdirSync(`${root}/p/p`, { recursive: true });
-    fs.mkdirSync(`${root}/s`);
-    const sub = watch(root, { debounceMs: 20, coalesce: false });
-    await sub.ready;
-    const log = new WatchLog(sub);
+    const { root, log, close } = await setup({ coalesce: false }, (r) => {
+      fs.mkdirSync(`${r}/p/p`, { recursive: true });
+      fs.mkdirSync(`${r}/s`);
+    });
     try {
       // Synchronous: both are queued before the first read.
       fs.renameSync(`${root}/s`, `${root}/p/p/q`);
@@ -250,7 +252,7 @@ describe('watch rules on ext4', { timeout: 120_000 }, () => {
       fs.writeFileSync(`${root}/s/p/q/c`, '');
       assert.deepEqual((await log.take(2)).map((e) => short(e, root)), ['create s/p/b', 'create s/p/q/c']);
     } finally {
-      await sub.close();
+      await close();
     }
   });
 
