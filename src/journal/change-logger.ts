@@ -23,11 +23,16 @@ export interface PendingCommit {
    * commit whole, so another update of one of them says nothing new.
    */
   readonly fresh: Set<string>;
+  /**
+   * Paths indexed in this commit (kept through renames). An event may have named one from the
+   * disk as it is now, ahead of a directory rename still to be applied: see ChangeLogger.#movedAhead.
+   */
+  readonly indexed: Set<string>;
 }
 
 /** An empty commit. */
 export function pendingCommit(): PendingCommit {
-  return { changes: [], state: [], fresh: new Set() };
+  return { changes: [], state: [], fresh: new Set(), indexed: new Set() };
 }
 
 function sameState(a: EntryState, b: EntryState): boolean {
@@ -115,7 +120,7 @@ export class ChangeLogger {
         }
         // A rename changes the inode's ctime: index it as it is now, or a restart sees an update.
         this.#set(to, now, time, out);
-        if (now.isDir && this.#takeStaleUnder(from, to)) this.#syncTree(to, time, out);
+        if (now.isDir && (this.#takeStaleUnder(from, to) || this.#movedAhead(from, to, out))) this.#syncTree(to, time, out);
         return;
       }
     }
@@ -148,7 +153,7 @@ export class ChangeLogger {
     this.index.moveTree(from, to);
     this.#set(to, now, time, out);
     // Paths named below the event's source are below `to` now, as are those below `from`.
-    if (this.#takeStaleUnder(from, to, named)) this.#syncTree(to, time, out);
+    if (this.#takeStaleUnder(from, to, named) || this.#movedAhead(from, to, out)) this.#syncTree(to, time, out);
     // Something else may have taken the old path since.
     this.path(from, 'create', time, out);
     return true;
@@ -164,6 +169,27 @@ export class ChangeLogger {
     if (isUnder(to, from) || !this.index.below(to).next().done) return false;
     const slash = to.lastIndexOf('/');
     return slash < 0 || this.index.get(to.slice(0, slash))?.isDir === true;
+  }
+
+  /**
+   * Whether a path this commit indexed below `from`, moved to below `to` by a directory rename,
+   * is not what the disk holds there. The event that named it may have read the disk after this
+   * rename and a later one (a file created in s/s, read at s once s/s had moved there, then the
+   * rename of s): then the rename carried it where it never was.
+   */
+  #movedAhead(from: string, to: string, out: PendingCommit): boolean {
+    let wrong = false;
+    for (const p of [...out.indexed]) {
+      if (p === from || !isUnder(p, from)) continue;
+      const q = to + p.slice(from.length);
+      out.indexed.add(q);
+      if (wrong) continue;
+      const was = this.index.get(q);
+      if (!was) continue;
+      const now = stateOfPath(joinPath(this.root, q));
+      if (!now || !sameObject(was, now)) wrong = true;
+    }
+    return wrong;
   }
 
   /** Forget every stale path (a reconciliation just compared the whole root with the disk). */
@@ -249,6 +275,7 @@ export class ChangeLogger {
     const other = st.isDir ? this.index.dirPathOf(st.ino) : undefined;
     this.index.set(rel, st);
     out.state.push({ op: 'set', path: rel, state: st });
+    out.indexed.add(rel);
     if (other !== undefined && other !== rel && !isUnder(rel, other)) this.path(other, 'delete', time, out);
   }
 }
