@@ -143,8 +143,12 @@ export class PathResolver {
     }
   }
 
-  /** Cache the path an event gave `key`, an entry of the directory `parentKey`. */
+  /**
+   * Cache the path an event gave `key`, an entry of the directory `parentKey`; when resolving
+   * late (see {@link #late}), only if the cache has none.
+   */
   #learn(cache: LruMap<string, string>, key: string, path: string, parentKey: string | undefined): void {
+    if (this.#late && cache.get(key) !== undefined) return;
     cache.set(key, path);
     if (!this.#batching) return;
     this.#present.delete(key);
@@ -214,7 +218,7 @@ export class PathResolver {
       const path = joinPath(dir, ev.entry.name);
       if (ev.entry.name !== '.') {
         if (ev.isDir) this.#trackDir(ev, path, ev.entry.dir.key);
-        else if (ev.fid && !(this.#late && this.#files.get(ev.fid.key) !== undefined)) this.#learn(this.#files, ev.fid.key, path, ev.entry.dir.key);
+        else if (ev.fid) this.#learn(this.#files, ev.fid.key, path, ev.entry.dir.key);
       }
       return ev.mask & EventBit.DELETE ? { path, gone: true } : { path };
     }
@@ -229,9 +233,8 @@ export class PathResolver {
    * {@link resolveAll}).
    */
   #trackDir(ev: DecodedEvent, path: string, parentKey: string): void {
-    if (ev.mask & (EventBit.CREATE | EventBit.MOVED_TO | EventBit.DELETE) && ev.fid) {
-      if (!(this.#late && this.#dirs.get(ev.fid.key) !== undefined)) this.#learn(this.#dirs, ev.fid.key, path, parentKey);
-    } else if (ev.mask & EventBit.MOVED_FROM && !this.#late) this.forgetTree(path);
+    if (ev.mask & (EventBit.CREATE | EventBit.MOVED_TO | EventBit.DELETE) && ev.fid) this.#learn(this.#dirs, ev.fid.key, path, parentKey);
+    else if (ev.mask & EventBit.MOVED_FROM && !this.#late) this.forgetTree(path);
   }
 
   /**
