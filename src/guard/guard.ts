@@ -356,7 +356,7 @@ export class Guard {
     // A clean result may be cached only if no write can have slipped past the scan: stamp the
     // file before the scanner reads it.
     if (d.cacheable) {
-      d.stamp = this.#stampBeforeScan(ev.fd);
+      d.stamp = this.#stampBeforeScan(fd);
       d.cacheable = d.stamp !== undefined;
     }
     // A scanner that needs the path (or a message that names it) looks it up on demand.
@@ -365,9 +365,9 @@ export class Guard {
       return d.ctx.path;
     };
     const target: ScanTarget = d.pathKnown
-      ? { fd: ev.fd, path: d.ctx.path }
+      ? { fd, path: d.ctx.path }
       : {
-          fd: ev.fd,
+          fd,
           get path(): string {
             return pathNow();
           },
