@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <fcntl.h>
@@ -859,6 +860,7 @@ typedef struct reader {
   int refs;     /* 1 for the uv handle (until its close callback) + 1 per JS method */
   bool polling; /* uv_poll_start is in effect */
   bool closed;  /* stop() or env cleanup issued uv_close */
+  bool delivering; /* inside reader_read_queued (readQueued() then does nothing) */
 } reader_t;
 
 static void reader_release(reader_t *r) {
@@ -941,15 +943,12 @@ out:;
   return ok;
 }
 
-static void reader_on_poll(uv_poll_t *handle, int status, int events) {
-  reader_t *r = handle->data;
-  if (r->closed) return;
-  if (status < 0) {
-    reader_deliver(r, -status, "uv_poll", 0);
-    reader_close(r);
-    return;
-  }
-  if (!(events & UV_READABLE)) return;
+/*
+ * Read and deliver batches until the queue is empty as of a read (or READER_MAX_READS batches, so
+ * other handles get their turn).
+ */
+static void reader_read_queued(reader_t *r) {
+  r->delivering = true;
   for (int i = 0; i < READER_MAX_READS && r->polling && !r->closed; i++) {
     ssize_t n = read(r->fd, r->buf, r->bufsize);
     if (n < 0) {
@@ -958,15 +957,15 @@ static void reader_on_poll(uv_poll_t *handle, int status, int events) {
       if (err == EAGAIN || err == EWOULDBLOCK) break;
       reader_deliver(r, err, "read", 0);
       reader_close(r);
-      return;
+      break;
     }
     if (n == 0) {
       reader_close(r);
-      return;
+      break;
     }
     if (!reader_deliver(r, 0, NULL, (size_t)n)) {
       reader_close(r);
-      return;
+      break;
     }
     /*
      * The queue was empty as of this read: another read would only say EAGAIN (one wasted
@@ -975,6 +974,18 @@ static void reader_on_poll(uv_poll_t *handle, int status, int events) {
      */
     if ((size_t)n + READER_EVENT_ROOM <= r->bufsize) break;
   }
+  r->delivering = false;
+}
+
+static void reader_on_poll(uv_poll_t *handle, int status, int events) {
+  reader_t *r = handle->data;
+  if (r->closed) return;
+  if (status < 0) {
+    reader_deliver(r, -status, "uv_poll", 0);
+    reader_close(r);
+    return;
+  }
+  if (events & UV_READABLE) reader_read_queued(r);
 }
 
 static reader_t *reader_from_info(napi_env env, napi_callback_info info) {
@@ -998,6 +1009,27 @@ static napi_value js_reader_resume(napi_env env, napi_callback_info info) {
     int rc = uv_poll_start(&r->poll, UV_READABLE, reader_on_poll);
     if (rc < 0) return throw_errno(env, -rc, "uv_poll_start");
     r->polling = true;
+  }
+  return make_undefined(env);
+}
+
+/*
+ * readQueued(yieldFirst): read now what the kernel has queued, without waiting for the loop's
+ * next poll. Not from within a delivery (the batch being handled comes first), nor while paused.
+ * With yieldFirst, sched_yield() first: a process just answered that waits for this CPU runs (and
+ * queues its next event) before we read, instead of after whatever the caller does next.
+ */
+static napi_value js_reader_read_queued(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  bool yield_first = false;
+  size_t argc = 1;
+  void *data = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, &data) != napi_ok) return throw_napi(env);
+  if (argc >= 1 && napi_get_value_bool(env, argv[0], &yield_first) != napi_ok) yield_first = false;
+  reader_t *r = data;
+  if (r != NULL && !r->closed && r->polling && !r->delivering) {
+    if (yield_first) sched_yield();
+    reader_read_queued(r);
   }
   return make_undefined(env);
 }
@@ -1469,6 +1501,7 @@ static napi_value js_start_reader(napi_env env, napi_callback_info info) {
       napi_add_async_cleanup_hook(env, reader_cleanup_hook, r, &r->cleanup_hook) != napi_ok ||
       !reader_add_method(env, r, obj, "pause", js_reader_pause) ||
       !reader_add_method(env, r, obj, "resume", js_reader_resume) ||
+      !reader_add_method(env, r, obj, "readQueued", js_reader_read_queued) ||
       !reader_add_method(env, r, obj, "stop", js_reader_stop) ||
       !reader_add_method(env, r, obj, "ref", js_reader_ref) ||
       !reader_add_method(env, r, obj, "unref", js_reader_unref)) {

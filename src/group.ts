@@ -529,6 +529,18 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
     }
   }
 
+  /**
+   * For a listener's async handler that has just answered: let the process it released run
+   * first, then handle what is queued, before the handler's remaining work, which no process waits
+   * on (an ignore mark, a log record). A released process that waits for this CPU gets it
+   * (`sched_yield`), and the events queued by then (often that process's next, e.g. a sequential
+   * reader's next open) are read and delivered now instead of at the loop's next poll. Does
+   * nothing within the delivery of a batch, while paused, or for an iterator.
+   */
+  yieldToAnswered(): void {
+    if (this.#consumer === 'listener') this.#reader?.readQueued?.(true);
+  }
+
   /** Async iteration over events. Breaking out of the loop closes the group. */
   [Symbol.asyncIterator](): AsyncIterator<GroupEvent> {
     this.#claim('iterator');

@@ -26,6 +26,14 @@ export interface Reader {
   /** Start polling again after pause(). */
   resume(): void;
   /**
+   * Read and deliver now what the kernel has queued, rather than at the loop's next poll. Does
+   * nothing while paused or while a batch is being delivered. With `yieldFirst`, `sched_yield()`
+   * first, so that a process just answered that waits for this CPU runs before the read. Absent
+   * on the thread reader (the one of a group with an access table), whose thread reads as soon as
+   * events are queued.
+   */
+  readQueued?(yieldFirst?: boolean): void;
+  /**
    * Stop for good and close the handle; idempotent; no callbacks after it returns (a thread
    * reader, the one of a group with an access table, delivers during the call what it had read).
    * Call before closing the fd.

@@ -313,6 +313,69 @@ describe('several answers in one write', { timeout: 60_000 }, () => {
   });
 });
 
+describe('yieldToAnswered', { timeout: 60_000 }, () => {
+  const loop = useLoopFs({ fstype: 'ext4' });
+  before(() => {
+    for (const f of ['gate', 'next']) fs.writeFileSync(`${loop.fs.dir}/${f}`, f);
+  });
+
+  test('an async handler that answered gets the event its process queued next at once, within the call', async () => {
+    // The child opens gate, writes a marker outside the guarded filesystem, then opens next. The
+    // gate's handler answers, waits (synchronously: the loop cannot poll meanwhile) until next's
+    // open waits on its event, then calls yieldToAnswered: next must be delivered inside the call,
+    // not at the loop's next poll.
+    const marker = `${loop.fs.dir}/../yield-marker-${process.pid}`;
+    fs.rmSync(marker, { force: true });
+    const seen: string[] = [];
+    let duringCall: string[] | undefined;
+    let failure: unknown;
+    const group = guard(loop.fs.dir, { class: 'content' }, (ev) => {
+      const name = fs.readlinkSync(`/proc/self/fd/${ev.fd}`).slice(loop.fs.dir.length + 1);
+      seen.push(name);
+      if (name !== 'gate') {
+        ev.allow();
+        return undefined;
+      }
+      // Out of the read batch's delivery first (a microtask would still run inside it).
+      return new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+        ev.allow();
+        try {
+          const until = Date.now() + 10_000;
+          const nap = new Int32Array(new SharedArrayBuffer(4));
+          const queued = (): boolean => fs.existsSync(marker) && fs.readFileSync(`/proc/${ev.pid}/wchan`, 'utf8') === 'fanotify_handle_event';
+          while (!queued()) {
+            if (Date.now() > until) throw new Error('the child never opened next');
+            Atomics.wait(nap, 0, 0, 5);
+          }
+          const before = seen.length;
+          group.yieldToAnswered();
+          duringCall = seen.slice(before);
+        } catch (err) {
+          failure = err;
+        }
+      });
+    });
+    try {
+      const child = await runInChild(
+        `const fs = require('node:fs');
+         const [dir, marker] = process.argv.slice(1);
+         fs.closeSync(fs.openSync(dir + '/gate', 'r'));
+         fs.writeFileSync(marker, '');
+         fs.closeSync(fs.openSync(dir + '/next', 'r'));
+         process.stdout.write('done');`,
+        { args: [loop.fs.dir, marker], timeoutMs: 20_000 },
+      );
+      assert.equal(failure, undefined);
+      assert.deepEqual([child.code, child.stdout], [0, 'done']);
+      assert.deepEqual(seen, ['gate', 'next']);
+      assert.deepEqual(duringCall, ['next']);
+    } finally {
+      await group.close();
+      fs.rmSync(marker, { force: true });
+    }
+  });
+});
+
 describe('pre-content events', { timeout: 60_000 }, () => {
   const loop = useLoopFs({ fstype: 'ext4' });
   let file: string;

@@ -404,6 +404,7 @@ export class Guard {
     let cacheFd = -1;
     try {
       cacheFd = this.#answer(d);
+      this.#group.yieldToAnswered();
       const record = this.#record(d, cacheFd); // closes cacheFd
       if (record && d.signature && this.#options.onInfected) await this.#options.onInfected({ ...record, signature: d.signature });
     } finally {
@@ -424,7 +425,9 @@ export class Guard {
       d.answer = this.#policy.policy.onError;
       d.error = err instanceof Error ? err.message : String(err);
     }
-    this.#record(d, this.#answer(d));
+    const fd = this.#answer(d);
+    this.#group.yieldToAnswered();
+    this.#record(d, fd);
   }
 
   /**
