@@ -454,6 +454,47 @@ describe('guard on ext4', { timeout: 180_000 }, () => {
     }
   });
 
+  test('logAllowed false: the log gets denials, audits, detections and failures, not plain allows', async () => {
+    const scanner = functionScanner('test', (t) => {
+      const buf = Buffer.alloc(64);
+      const text = buf.toString('utf8', 0, fs.readSync(t.fd, buf, 0, 64, 0));
+      if (text === 'BROKEN') throw new Error('cannot scan this');
+      return text === 'EVIL' ? { verdict: 'infected', signature: 'Test.Evil' } : { verdict: 'clean' };
+    });
+    const { guard, log } = setup(
+      {
+        default: 'allow',
+        rules: [
+          { name: 'keys', match: { path: '**/*.key' }, verdict: 'deny' },
+          { name: 'tools', match: { path: '**/*.sh' }, verdict: 'audit' },
+          { name: 'bins', match: { path: '**/*.bin' }, verdict: 'scan' },
+        ],
+      },
+      { scanner, logAllowed: false },
+    );
+    try {
+      // Async writes: a synchronous one from the thread that answers would wait on itself.
+      for (const [f, text] of [['evil.bin', 'EVIL'], ['broken.bin', 'BROKEN'], ['clean.bin', 'CLEAN']]) await fs.promises.writeFile(`${dir}/${f!}`, text!);
+      const names = ['secret.key', 'tool.sh', 'plain.txt', 'evil.bin', 'broken.bin', 'clean.bin'];
+      const codes = [];
+      for (const f of names) codes.push((await openInChild(`${dir}/${f}`)).code);
+      assert.deepEqual(codes, ['EPERM', null, null, 'EPERM', null, null]);
+      assert.deepEqual(
+        log.map((r) => [r.path.slice(dir.length + 1), r.answer, r.rule, r.signature ?? r.error ?? null, r.comm !== undefined]),
+        [
+          ['secret.key', 'deny', 'keys', null, true],
+          ['tool.sh', 'allow', 'tools', null, true],
+          ['evil.bin', 'deny', 'bins', 'Test.Evil', true],
+          ['broken.bin', 'allow', 'bins', `scanner test failed on ${dir}/broken.bin: cannot scan this`, true],
+        ],
+      );
+      // Every decision is still counted.
+      assert.equal(guard.metrics.decisions, names.length);
+    } finally {
+      await guard.close();
+    }
+  });
+
   test('dry run decides and logs, but allows', async () => {
     const { guard, log } = setup({ rules: [{ match: { path: '**/*.key' }, verdict: 'deny' }] }, { dryRun: true });
     try {
@@ -540,7 +581,7 @@ describe('on-access scanning with a real clamd', { timeout: 180_000 }, () => {
     });
   }
 
-  test('fan scan --prevent --json --log: decisions are written in batches while it runs, and the last ones at SIGTERM', async () => {
+  test('fan scan --prevent --json --log --log-clean: decisions are written in batches while it runs, and the last ones at SIGTERM', async () => {
     const dir = `${loop.fs.dir}/cli`;
     fs.mkdirSync(dir);
     const files = Array.from({ length: 20 }, (_, i) => `${dir}/f${i}`);
@@ -552,7 +593,7 @@ describe('on-access scanning with a real clamd', { timeout: 180_000 }, () => {
         .split('\n')
         .filter(Boolean)
         .map((l) => JSON.parse(l) as Record<string, unknown>);
-    const { child, exited, stderr } = await startGuardCli(['scan', '--clamd', clamd.socket, '--prevent', '--json', '--log', logFile, dir], 'ignore');
+    const { child, exited, stderr } = await startGuardCli(['scan', '--clamd', clamd.socket, '--prevent', '--json', '--log-clean', '--log', logFile, dir], 'ignore');
     try {
       const opened = await runInChild(
         `const fs = require('node:fs');
@@ -586,5 +627,37 @@ describe('on-access scanning with a real clamd', { timeout: 180_000 }, () => {
       [...files, `${dir}/last`].map((f, i) => [f, i === 7 ? 'deny' : 'allow', i === 7 ? TEST_SIGNATURE_REPORTED : null]),
     );
     fs.rmSync(logFile);
+  });
+
+  test('fan scan without --log-clean logs the detection only (clean files are counted, not logged)', async () => {
+    const dir = `${loop.fs.dir}/cli-quiet`;
+    fs.mkdirSync(dir);
+    const files = Array.from({ length: 6 }, (_, i) => `${dir}/f${i}`);
+    files.forEach((f, i) => fs.writeFileSync(f, i === 2 ? `x ${TEST_MALWARE} y` : `clean ${i}`));
+    const { child, exited, stderr } = await startGuardCli(['scan', '--clamd', clamd.socket, '--prevent', '--json', dir], 'pipe');
+    let out = '';
+    child.stdout!.setEncoding('utf8').on('data', (s: string) => (out += s));
+    try {
+      const opened = await runInChild(
+        `const fs = require('node:fs');
+         for (const f of process.argv.slice(1)) {
+           try { fs.closeSync(fs.openSync(f, 'r')); process.stdout.write('ok\\n'); } catch (e) { process.stdout.write(e.code + '\\n'); }
+         }`,
+        { args: files, timeoutMs: 30_000 },
+      );
+      assert.deepEqual(opened.stdout.trim().split('\n'), files.map((_, i) => (i === 2 ? 'EPERM' : 'ok')));
+    } finally {
+      child.kill('SIGTERM');
+    }
+    assert.equal(await deadline(exited, 20_000, 'fan scan to exit on SIGTERM'), 0, stderr());
+    const log = out
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.deepEqual(
+      log.map((r) => [r.path, r.answer, r.signature]),
+      [[files[2], 'deny', TEST_SIGNATURE_REPORTED]],
+    );
+    assert.match(stderr(), /\{"metrics":\{"decisions":6,/); // every file decided
   });
 });

@@ -189,10 +189,21 @@ export function scanCommand(): Command {
     .option('--timeout <ms>', 'answer with --on-error when a scan takes longer', positiveInt('--timeout'), 10_000)
     .addOption(new Option('--on-error <verdict>', 'answer when clamd fails or is slow').choices(['allow', 'deny']).default('allow'))
     .option('--exec', 'scan executions too, not only opens')
+    .option('--log-clean', 'log every scanned file, clean ones too (default: only detections, scan errors and deadline answers)')
     .action(
       async (
         paths: string[],
-        flags: CommonFlags & { clamd: string; prevent?: boolean; quarantine?: string; instream?: boolean; workers: number; timeout: number; onError: 'allow' | 'deny'; exec?: boolean },
+        flags: CommonFlags & {
+          clamd: string;
+          prevent?: boolean;
+          quarantine?: string;
+          instream?: boolean;
+          workers: number;
+          timeout: number;
+          onError: 'allow' | 'deny';
+          exec?: boolean;
+          logClean?: boolean;
+        },
       ) => {
         try {
           const scanner = new ClamdScanner({
@@ -220,6 +231,7 @@ export function scanCommand(): Command {
             // Without --prevent, infected files are reported and allowed.
             dryRun: flags.dryRun || !flags.prevent,
             log: (r) => log.write(r),
+            logAllowed: flags.logClean === true,
             excludePids: scannerPid ? [scannerPid] : [],
             ownPaths: [flags.log, flags.quarantine].filter((p): p is string => p !== undefined),
             onFailure: exitOnFailure(log.writer),

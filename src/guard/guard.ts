@@ -93,8 +93,15 @@ export interface GuardOptions {
   readonly cache?: boolean;
   /** Decide and log, but always allow. */
   readonly dryRun?: boolean;
-  /** Receives every decision (the NDJSON decision log). */
+  /** Receives every decision (the NDJSON decision log); see {@link logAllowed}. */
   readonly log?: (record: DecisionRecord) => void;
+  /**
+   * Whether `log` also receives the decisions that let an access through with nothing to report
+   * (allowed by a rule, by the default, or a clean scan). Default true. With false it receives
+   * only denials, detections (also in a dry run), audits, failures and deadline answers: what an
+   * administrator acts on, without a line (and a path and process lookup) per open.
+   */
+  readonly logAllowed?: boolean;
   /** More pids that are always allowed at once (e.g. the scanner daemon). */
   readonly excludePids?: readonly number[];
   /**
@@ -380,7 +387,8 @@ export class Guard {
     }
     // For the log: look the path and the process up while the scanner works (the request is on
     // its way once the current microtasks ran), not before it, where the opener waits on them.
-    if (this.#options.log) {
+    // Only when every decision is logged: else most scans (the clean ones) need neither.
+    if (this.#options.log && this.#options.logAllowed !== false) {
       setImmediate(() => {
         this.#knowPath(d);
         this.#knowProcess(d);
@@ -438,14 +446,13 @@ export class Guard {
    */
   #answer(d: Decided): number {
     const { ev } = d;
-    const { log, onInfected } = this.#options;
+    d.late = ev.answered;
     // The record names the path and the process: look them up while the event fd is open and
     // the process waits (so its pid cannot have been reused yet).
-    if (log || (d.signature && onInfected)) {
+    if (this.#logs(d) || (d.signature && this.#options.onInfected)) {
       this.#knowPath(d);
       this.#knowProcess(d);
     }
-    d.late = ev.answered;
     // Answering closes the event fd; the ignore mark, placed after the answer, needs it.
     const fd = !d.late && d.answer === 'allow' && d.cacheable ? ev.takeFd() : -1;
     if (!d.late) {
@@ -456,12 +463,20 @@ export class Guard {
     return fd;
   }
 
+  /** Whether the log receives this decision (see {@link GuardOptions.logAllowed}). */
+  #logs(d: Decided): boolean {
+    if (!this.#options.log) return false;
+    if (this.#options.logAllowed !== false) return true;
+    return d.answer === 'deny' || d.decision === 'audit' || d.signature !== undefined || d.error !== undefined || d.late;
+  }
+
   /**
    * After the answer: cache (through `fd`, which this closes), count and log a decision.
    * @returns the record, built only for the log or `onInfected` (building it costs per event).
    */
   #record(d: Decided, fd: number): DecisionRecord | undefined {
-    const { log, onInfected } = this.#options;
+    const { onInfected } = this.#options;
+    const log = this.#logs(d) ? this.#options.log : undefined;
     const dryRun = this.#options.dryRun ?? false;
     const cached = fd >= 0 && (d.stamp ? this.#cacheScanned(fd, d.stamp, d.ctx.event) : this.#cacheAllowed(fd, d.ctx.event));
     const { late, latencyMs } = d;
