@@ -860,7 +860,10 @@ typedef struct reader {
   int refs;     /* 1 for the uv handle (until its close callback) + 1 per JS method */
   bool polling; /* uv_poll_start is in effect */
   bool closed;  /* stop() or env cleanup issued uv_close */
-  bool delivering; /* inside reader_read_queued (readQueued() then does nothing) */
+  bool delivering; /* inside reader_read_queued (readQueued() then asks for a reread) */
+  /* Asked for by readQueued() during a delivery: read once more after it even if that read
+   * emptied the queue; REREAD_YIELD: sched_yield() first. */
+  enum { REREAD_NO, REREAD_NOW, REREAD_YIELD } reread;
 } reader_t;
 
 static void reader_release(reader_t *r) {
@@ -971,9 +974,19 @@ static void reader_read_queued(reader_t *r) {
      * The queue was empty as of this read: another read would only say EAGAIN (one wasted
      * syscall per wakeup, which is per event when they come one at a time). The poll is
      * level-triggered, so an event queued since wakes us again.
+     *
+     * Unless the batch answered permission events and asked for a reread: a process just
+     * released often queues its next event within microseconds (a sequential opener), and
+     * reading it now saves the loop's two epoll_wait calls and this thread's wake-up.
      */
-    if ((size_t)n + READER_EVENT_ROOM <= r->bufsize) break;
+    if ((size_t)n + READER_EVENT_ROOM <= r->bufsize) {
+      int again = r->reread;
+      r->reread = REREAD_NO;
+      if (again == REREAD_NO) break;
+      if (again == REREAD_YIELD) sched_yield();
+    }
   }
+  r->reread = REREAD_NO;
   r->delivering = false;
 }
 
@@ -1015,7 +1028,8 @@ static napi_value js_reader_resume(napi_env env, napi_callback_info info) {
 
 /*
  * readQueued(yieldFirst): read now what the kernel has queued, without waiting for the loop's
- * next poll. Not from within a delivery (the batch being handled comes first), nor while paused.
+ * next poll. Within a delivery (the batch being handled comes first), read once more right
+ * after it instead, even if its read emptied the queue. Nothing while paused.
  * With yieldFirst, sched_yield() first: a process just answered that waits for this CPU runs (and
  * queues its next event) before we read, instead of after whatever the caller does next.
  */
@@ -1027,7 +1041,9 @@ static napi_value js_reader_read_queued(napi_env env, napi_callback_info info) {
   if (napi_get_cb_info(env, info, &argc, argv, NULL, &data) != napi_ok) return throw_napi(env);
   if (argc >= 1 && napi_get_value_bool(env, argv[0], &yield_first) != napi_ok) yield_first = false;
   reader_t *r = data;
-  if (r != NULL && !r->closed && r->polling && !r->delivering) {
+  if (r != NULL && !r->closed && r->polling && r->delivering) {
+    r->reread = yield_first ? REREAD_YIELD : REREAD_NOW;
+  } else if (r != NULL && !r->closed && r->polling) {
     if (yield_first) sched_yield();
     reader_read_queued(r);
   }

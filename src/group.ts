@@ -534,8 +534,10 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
    * first, then handle what is queued, before the handler's remaining work, which no process waits
    * on (an ignore mark, a log record). A released process that waits for this CPU gets it
    * (`sched_yield`), and the events queued by then (often that process's next, e.g. a sequential
-   * reader's next open) are read and delivered now instead of at the loop's next poll. Does
-   * nothing within the delivery of a batch, while paused, or for an iterator.
+   * reader's next open) are read and delivered now instead of at the loop's next poll. Within
+   * the delivery of a batch, the yield and the read come right after it; the group does that by
+   * itself for a batch whose events it answered as they were delivered. Does nothing while
+   * paused, or for an iterator.
    */
   yieldToAnswered(): void {
     if (this.#consumer === 'listener') this.#reader?.readQueued?.(true);
@@ -605,9 +607,13 @@ export class FanotifyGroup implements AsyncIterable<GroupEvent>, AsyncDisposable
       (err, batch) => {
         if (err) return this.#fail(err);
         if (batch) {
+          const answeredBefore = this.#responses.total;
           this.#ingest(batch, deliver);
           onBatchEnd?.();
           this.#nap();
+          // The batch released processes: right after it, yield and read once more, for what
+          // they queue next (see yieldToAnswered).
+          if (this.#responses.total !== answeredBefore) this.#reader?.readQueued?.(true);
         }
       },
       this.options.accessTable,

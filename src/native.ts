@@ -26,9 +26,10 @@ export interface Reader {
   /** Start polling again after pause(). */
   resume(): void;
   /**
-   * Read and deliver now what the kernel has queued, rather than at the loop's next poll. Does
-   * nothing while paused or while a batch is being delivered. With `yieldFirst`, `sched_yield()`
-   * first, so that a process just answered that waits for this CPU runs before the read. Absent
+   * Read and deliver now what the kernel has queued, rather than at the loop's next poll. During
+   * the delivery of a batch: read once more right after it, even if its read emptied the queue.
+   * Does nothing while paused. With `yieldFirst`, `sched_yield()` first, so that a process just
+   * answered that waits for this CPU runs before the read. Absent
    * on the thread reader (the one of a group with an access table), whose thread reads as soon as
    * events are queued.
    */

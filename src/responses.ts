@@ -51,6 +51,11 @@ export class ResponseWriter {
     return this.#queued.length;
   }
 
+  /** Responses handed to the kernel so far: {@link stats}' count, without an object per call. */
+  get total(): number {
+    return this.#responses;
+  }
+
   get stats(): ResponseStats {
     return { responses: this.#responses, writes: this.#writes };
   }

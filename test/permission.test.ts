@@ -11,7 +11,7 @@ import { FanotifyError } from '../src/errors.js';
 import { ResponseWriter } from '../src/responses.js';
 import { responseWord } from '../src/kernel/encode.js';
 import { createLoopFs, useLoopFs, requireRoot, type LoopFs } from './helpers/loopfs.js';
-import { openInChild, runInChild, deadline } from './helpers/proc.js';
+import { openInChild, runInChild, deadline, execCmd } from './helpers/proc.js';
 
 requireRoot();
 
@@ -372,6 +372,43 @@ describe('yieldToAnswered', { timeout: 60_000 }, () => {
     } finally {
       await group.close();
       fs.rmSync(marker, { force: true });
+    }
+  });
+});
+
+describe('a batch answered as it was delivered', { timeout: 60_000 }, () => {
+  const loop = useLoopFs({ fstype: 'ext4' });
+  const OPENS = 2000;
+  before(() => fs.writeFileSync(`${loop.fs.dir}/file`, 'x'));
+
+  test("the released process's next event is read right after the answer, without waiting for the loop's next poll", async () => {
+    // An immediate set at each delivery runs in the loop's check phase, right after the poll
+    // phase that delivered. Without a reread, each of a sequential opener's events comes at a
+    // poll of its own, so the previous delivery's immediate has always run; with it, the next
+    // event is often delivered right after the answer, before that immediate.
+    let immediatePending = false;
+    const immediateRan = (): void => {
+      immediatePending = false;
+    };
+    let sameTurn = 0;
+    let answered = 0;
+    const group = guard(loop.fs.dir, { class: 'content' }, (ev) => {
+      if (immediatePending) sameTurn++;
+      immediatePending = true;
+      setImmediate(immediateRan);
+      answered++;
+      ev.allow();
+    });
+    try {
+      // bash opens and closes the file for each `: <`, with little else in between.
+      const child = await execCmd('bash', ['-c', 'for ((i = 0; i < $2; i++)); do : < "$1"; done; echo -n done', 'bash', `${loop.fs.dir}/file`, String(OPENS)], {
+        timeoutMs: 30_000,
+      });
+      assert.equal(child.stdout, 'done');
+      assert.equal(answered, OPENS);
+      assert.ok(sameTurn > 0, `none of ${OPENS} events was read in the turn of the answer before it`);
+    } finally {
+      await group.close();
     }
   });
 });
