@@ -8,8 +8,8 @@
  * - `group`: `FanotifyGroup` (content class, mount mark, FAN_OPEN_PERM) with `listen(ev =>
  *   ev.allow())`: the event layer without the guard's policy, path and process lookups.
  * - `raw`: the addon alone (`native.init`, `native.mark`, `native.startReader`), answering each
- *   event with one `writeSync` and closing its fd: the floor of any listener written in JS on
- *   this addon.
+ *   event with one `writeSync` and closing its fd, then back to the event loop: what a JS
+ *   listener costs without the group's reread after a batch it answered.
  *
  * Writes "ready" to stdout once marked. On SIGTERM/SIGINT: stops (answering anything pending),
  * writes "events N" (and "metrics <json>" for the guard) to stdout and exits 0 (so `node
