@@ -377,7 +377,7 @@ async function main(): Promise<void> {
       for (const mode of MODES) {
         const ms = results.get(key(t, mode))!;
         const sum = (f: (r: ReadResult) => number): number => ms.reduce((n, m) => n + f(m.r), 0);
-        const lat = ms.flatMap((m) => m.r.latMs);
+        const lat = ms.flatMap((m) => m.r.latMs).sort((a, b) => a - b); // quantile() takes sorted input
         const infected = sets.get(key(t, mode))!.infected.size * ms.length;
         const atRead = sum((r) => r.infectedDeniedRead);
         rows.push([

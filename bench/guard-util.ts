@@ -21,7 +21,7 @@ export function compile(dir: string, name: string): string {
   return bin;
 }
 
-export { machineNote } from './watch-util.js';
+export { machineNote, median, quantile } from './watch-util.js';
 
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 
@@ -153,21 +153,6 @@ export function table(header: string[], rows: (string | number)[][]): string {
 export function fmt(n: number, digits = 0): string {
   if (!Number.isFinite(n)) return 'n/a';
   return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-}
-
-/** Median of numbers. */
-export function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-/** The q-quantile (0..1) of numbers, nearest rank. */
-export function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
 }
 
 interface ProfileNode {
